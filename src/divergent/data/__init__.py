@@ -1,0 +1,1 @@
+"""Dataset readers (ImageFolder, tar archives, IDX, npz, digits, VOC, mosaics) and split rules."""

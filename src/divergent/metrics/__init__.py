@@ -1,0 +1,1 @@
+"""Pure functions on arrays: reference arithmetic, calibration, pair metrics, bootstrap."""
