@@ -1,0 +1,178 @@
+"""numba kernels of the engines: top-k extraction, pair certificates, greedy certificates.
+
+All arithmetic here is IEEE float64 add/divide/compare (no fastmath, no exp/log), so the
+values are those numpy would compute; exp/log stay in numpy (see rows.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def topk_rows(p, labels, k, topi, topp, thr, plabel, unot):
+    """Per row of p (B, C): top-k ids/probs by (value desc, index asc), the largest prob
+    outside the top-k (thr; 0 when k == C), p[label] and the largest prob of a class != label."""
+    b, c = p.shape
+    vals = np.empty(k + 1, dtype=np.float64)
+    ids = np.empty(k + 1, dtype=np.int32)
+    for i in range(b):
+        for j in range(k + 1):
+            vals[j] = -1.0
+            ids[j] = -1
+        for cc in range(c):
+            v = p[i, cc]
+            if v > vals[k]:
+                # insert after all entries >= v (earlier index wins ties)
+                pos = k
+                while pos > 0 and v > vals[pos - 1]:
+                    vals[pos] = vals[pos - 1]
+                    ids[pos] = ids[pos - 1]
+                    pos -= 1
+                vals[pos] = v
+                ids[pos] = cc
+        for j in range(k):
+            topi[i, j] = ids[j]
+            topp[i, j] = vals[j]
+        thr[i] = vals[k] if vals[k] > 0.0 else 0.0
+        y = labels[i]
+        plabel[i] = p[i, y]
+        unot[i] = vals[1] if ids[0] == y else vals[0]
+
+
+@njit(nogil=True, cache=True)
+def pair_tier1(pred_a, topi_a, topp_a, thr_a, pred_b, topi_b, topp_b, thr_b, labels, codes, pending):
+    """Codes of a pair from the top-k summaries; pending[i] = 1 where the ensemble argmax is not
+    certified (those need exact candidate sums or full rows). Returns the number pending."""
+    n, k = topi_a.shape
+    npend = 0
+    for i in range(n):
+        y = labels[i]
+        pa = pred_a[i]
+        pb = pred_b[i]
+        code = 0
+        if pa == y:
+            code |= 1
+        if pb == y:
+            code |= 2
+        if pa == pb:
+            code |= 8
+            # every other class c has p_a[c] <= topp_a[1], p_b[c] <= topp_b[1]
+            if topp_a[i, 1] + topp_b[i, 1] < topp_a[i, 0] + topp_b[i, 0]:
+                if pa == y:
+                    code |= 4
+                codes[i] = code
+                pending[i] = 0
+                continue
+        # interval certificate: lo <= fl(pa[c] + pb[c]) <= hi for every candidate c
+        best = -1.0
+        w = -1
+        for j in range(k):
+            c = topi_a[i, j]
+            lo = topp_a[i, j]
+            for l in range(k):
+                if topi_b[i, l] == c:
+                    lo = topp_a[i, j] + topp_b[i, l]
+                    break
+            if lo > best:
+                best = lo
+                w = c
+        for l in range(k):
+            c = topi_b[i, l]
+            inside = False
+            for j in range(k):
+                if topi_a[i, j] == c:
+                    inside = True
+                    break
+            if not inside and topp_b[i, l] > best:
+                best = topp_b[i, l]
+                w = c
+        ok = best > thr_a[i] + thr_b[i]
+        if ok:
+            for j in range(k):
+                c = topi_a[i, j]
+                if c == w:
+                    continue
+                hi = topp_a[i, j] + thr_b[i]
+                for l in range(k):
+                    if topi_b[i, l] == c:
+                        hi = topp_a[i, j] + topp_b[i, l]
+                        break
+                if not best > hi:
+                    ok = False
+                    break
+        if ok:
+            for l in range(k):
+                c = topi_b[i, l]
+                if c == w:
+                    continue
+                inside = False
+                for j in range(k):
+                    if topi_a[i, j] == c:
+                        inside = True
+                        break
+                if not inside and not best > topp_b[i, l] + thr_a[i]:
+                    ok = False
+                    break
+        if ok:
+            if w == y:
+                code |= 4
+            pending[i] = 0
+        else:
+            pending[i] = 1
+            npend += 1
+        codes[i] = code
+    return npend
+
+
+@njit(nogil=True, cache=True)
+def greedy_tier1(S, labels, us, cs, nn, plabel, unot, topi, topp, correct, qy_out, pending):
+    """Correctness of the ensemble (S + p_j) / nn per row, certified from p_j's summaries and the
+    running sum S (full float64 rows). us/cs: max and argmax over c != y of S. Returns #pending."""
+    n, k = topi.shape
+    npend = 0
+    for i in range(n):
+        y = labels[i]
+        qy = (S[i, y] + plabel[i]) / nn
+        qy_out[i] = qy
+        pending[i] = 0
+        if qy > (us[i] + unot[i]) / nn:
+            correct[i] = 1
+            continue
+        bad = False
+        for l in range(k):
+            c = topi[i, l]
+            if c == y:
+                continue
+            q = (S[i, c] + topp[i, l]) / nn
+            if q > qy or (q == qy and c < y):
+                bad = True
+                break
+        if not bad:
+            c = cs[i]
+            lb = S[i, c] / nn
+            if lb > qy or (lb == qy and c < y):
+                bad = True
+        if bad:
+            correct[i] = 0
+        else:
+            correct[i] = 0
+            pending[i] = 1
+            npend += 1
+    return npend
+
+
+@njit(nogil=True, cache=True)
+def max_excluding_label(S, labels, us, cs):
+    """us[i] = max_{c != y} S[i, c], cs[i] its lowest argmax."""
+    n, c = S.shape
+    for i in range(n):
+        y = labels[i]
+        best = -1.0
+        arg = -1
+        for cc in range(c):
+            if cc != y and S[i, cc] > best:
+                best = S[i, cc]
+                arg = cc
+        us[i] = best
+        cs[i] = arg

@@ -1,0 +1,169 @@
+"""One streaming pass per model: exact per-example summaries that the pair and greedy engines use.
+
+From the full float64 reference probabilities of each row block (bitwise those of
+metrics.probs.reference_probs) we keep pred, p[label], the top-k class ids and probs, the
+largest prob outside the top-k, the largest prob of a wrong class, and the row max m / row
+sum s of the softmax so that any single p[c] can be recomputed bitwise from the stored scores.
+The full probability matrix is never kept.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DivergentError
+from . import kernels
+from .rows import block_probs, check_kind, gather_probs
+
+DEFAULT_K = 6
+DEFAULT_BLOCK = 512
+
+
+@dataclass
+class ModelSource:
+    """Stored scores of one model on one split: logits (float16/32) or probabilities, and T."""
+
+    scores: np.ndarray  # (N, C), may be a read-only np.memmap
+    temperature: float = 1.0
+    kind: str = "logits"
+    name: str = ""
+
+    def __post_init__(self):
+        check_kind(self.kind)
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise DivergentError(
+                f"temperature of {self.name or 'model'} must be a positive number, got {self.temperature!r}",
+                "run `divergent calibrate STORE` or pass temperature=1.0 for uncalibrated models",
+            )
+        if getattr(self.scores, "ndim", 0) != 2:
+            raise DivergentError(
+                f"scores of {self.name or 'model'} must be an (N, C) array, got shape {getattr(self.scores, 'shape', None)}"
+            )
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.scores.shape[1])
+
+    def probs(self, rows=None) -> np.ndarray:
+        """Exact reference probabilities of the given rows (a slice or index array)."""
+        x = self.scores if rows is None else self.scores[rows]
+        return block_probs(x, self.kind, self.temperature)[0]
+
+    def blocks(self, block: int = DEFAULT_BLOCK):
+        """Yield (start, stop, p, m, s) over row blocks."""
+        for r0 in range(0, self.n, block):
+            r1 = min(self.n, r0 + block)
+            p, m, s = block_probs(self.scores[r0:r1], self.kind, self.temperature)
+            yield r0, r1, p, m, s
+
+
+@dataclass
+class PreparedModel:
+    """Exact per-example summaries of one model (see module docstring)."""
+
+    source: ModelSource
+    labels: np.ndarray  # (N,) int64
+    k: int
+    pred: np.ndarray  # (N,) int32
+    topi: np.ndarray  # (N, k) int32, by prob desc then class id asc; topi[:, 0] == pred
+    topp: np.ndarray  # (N, k) float64
+    thr: np.ndarray  # (N,) largest prob outside the top-k (0 if k == C)
+    plabel: np.ndarray  # (N,) p[label]
+    unot: np.ndarray  # (N,) max over c != label of p[c]
+    m: np.ndarray  # (N,) row max of z = float64(float32(l)) / T
+    s: np.ndarray  # (N,) row sum of exp(z - m)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.pred == self.labels
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct))
+
+    def nll(self) -> float:
+        with np.errstate(divide="ignore"):
+            return float(-np.mean(np.log(self.plabel)))
+
+    def gather(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Exact p[rows[i], cols[i, j]] (bitwise the full-row values), reading only those scores."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        x = self.source.scores[rows[:, None], cols]
+        return gather_probs(x, self.source.kind, self.source.temperature, self.m[rows], self.s[rows])
+
+    def full_probs(self, rows) -> np.ndarray:
+        return self.source.probs(rows)
+
+
+def _check_labels(labels, n: int, c: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.shape != (n,):
+        raise DivergentError(f"labels have shape {y.shape}, scores have {n} rows", "pass one label per example")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DivergentError(f"labels must be integer class ids, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if n and (y.min() < 0 or y.max() >= c):
+        raise DivergentError(f"labels must lie in [0, {c}), found {y.min()}..{y.max()}", "check the split's labels")
+    return y
+
+
+def prepare(scores, labels, temperature: float = 1.0, kind: str = "logits", k: int = DEFAULT_K,
+            block: int = DEFAULT_BLOCK, name: str = "") -> PreparedModel:
+    """Stream once over `scores` (N, C) and return the exact summaries of the model."""
+    src = scores if isinstance(scores, ModelSource) else ModelSource(scores, float(temperature), kind, name)
+    n, c = src.n, src.n_classes
+    if c < 2:
+        raise DivergentError(f"{src.name or 'model'} has {c} class(es); the engine needs at least 2")
+    y = _check_labels(labels, n, c)
+    k = int(min(max(2, k), c))
+    topi = np.empty((n, k), dtype=np.int32)
+    topp = np.empty((n, k), dtype=np.float64)
+    thr, plabel, unot, m, s = (np.empty(n, dtype=np.float64) for _ in range(5))
+    for r0, r1, p, mb, sb in src.blocks(block):
+        if not (np.isfinite(mb).all() and np.isfinite(p).all()):
+            bad = r0 + int(np.flatnonzero(~(np.isfinite(mb) & np.isfinite(p).all(axis=1)))[0])
+            raise DivergentError(
+                f"{src.name or 'model'}: row {bad} has non-finite scores (NaN, +inf, or all-zero probabilities)",
+                "re-extract the model's outputs; the store must hold finite logits",
+            )
+        kernels.topk_rows(p, y[r0:r1], k, topi[r0:r1], topp[r0:r1], thr[r0:r1], plabel[r0:r1], unot[r0:r1])
+        m[r0:r1] = mb
+        s[r0:r1] = sb
+    return PreparedModel(src, y, k, topi[:, 0].copy(), topi, topp, thr, plabel, unot, m, s)
+
+
+def prepare_many(sources: list[ModelSource], labels, k: int = DEFAULT_K, workers: int = 2,
+                 block: int = DEFAULT_BLOCK, progress: bool = False) -> list[PreparedModel]:
+    """prepare() for many models, `workers` at a time (numpy and the kernels release the GIL)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sources), desc="prepare", disable=not progress, unit="model")
+
+    def one(src):
+        out = prepare(src, labels, k=k, block=block)
+        bar.update(1)
+        return out
+
+    try:
+        if workers <= 1:
+            return [one(s) for s in sources]
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            return list(ex.map(one, sources))
+    finally:
+        bar.close()

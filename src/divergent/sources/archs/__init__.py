@@ -1,0 +1,1 @@
+"""Project-defined architectures that `torch:<module>:<Class>@<checkpoint>` specs can name."""
