@@ -104,14 +104,16 @@ def separation(phi: np.ndarray, outcome: np.ndarray, *, n_boot: int = N_BOOT, le
       * ``mean_phi_only_a``, ``mean_phi_only_b`` and the margins ``a_margin_deg`` = mean
         phi(only A) - 45 and ``b_margin_deg`` = 45 - mean phi(only B).
     Intervals: percentile two-sample bootstrap, resampling the only-A and only-B examples
-    independently with their sizes fixed (``n_boot`` resamples, seeded). Returns
+    independently with their sizes fixed (``n_boot`` resamples, seeded; values are sorted
+    first, so the result does not depend on example order). Returns
     {statistic: {'value', 'ci_low', 'ci_high', 'p_value', 'n'}}.
     """
     phi = np.asarray(phi, dtype=np.float64)
     outcome = np.asarray(outcome)
     if phi.shape != outcome.shape:
         raise DivergentError(f"phi and outcome differ in shape: {phi.shape} vs {outcome.shape}")
-    a, b = phi[outcome == ONLY_A], phi[outcome == ONLY_B]
+    # sorted so that the seeded bootstrap depends on the values only, not on example order
+    a, b = np.sort(phi[outcome == ONLY_A]), np.sort(phi[outcome == ONLY_B])
     na, nb = a.size, b.size
     nan = float("nan")
 

@@ -41,6 +41,10 @@ KORNBLITH_GRID: tuple[float, ...] = tuple(float(10.0 ** (-6 + i / 4)) for i in r
 COARSE_GRID: tuple[float, ...] = KORNBLITH_GRID[::4]
 
 
+#: fit statuses that count as converged (see :func:`_lbfgs`)
+CONVERGED = ("gtol", "float32-limit")
+
+
 class ProbeConvergenceWarning(UserWarning):
     """An L-BFGS fit stopped before reaching its gradient tolerance."""
 
@@ -285,14 +289,15 @@ class _Memory:
 
 
 def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float, max_iter: int,
-           ftol: float = 1e-12, c1: float = 1e-4, max_ls: int = 40):
+           ftol: float = 1e-12, c1: float = 1e-4, max_ls: int = 40,
+           gap_rtol: float = 1e-8):
     """Minimise F(theta) from theta (modified in place). Returns (theta, f, gmax, iters, evals, status)."""
     memory.shift(lam, problem.nW)
     f, g = problem.loss_grad(theta, lam)
     evals = 1
     gmax = float(g.abs().max())
     if gmax <= tol:
-        return theta, f, gmax, 0, evals, "gtol"
+        return theta, f, gmax, 0, evals, "gtol", 0.0
     status = "max_iter"
     it = 0
     while it < max_iter:
@@ -326,16 +331,23 @@ def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float,
         if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
             status = "ftol"
             break
-    return theta, f, gmax, it, evals, status
+    est_gap = None
+    if status in ("ftol", "line-search-failed"):
+        # no decrease measurable in float32: accept if the quasi-Newton estimate of the
+        # remaining decrease, -g.d/2 with d = -H g, is below float32 resolution of f
+        est_gap = max(-0.5 * float(g.dot(memory.direction(g))), 0.0) if memory.s else float("inf")
+        if est_gap <= gap_rtol * max(abs(f), 1.0):
+            status = "float32-limit"
+    return theta, f, gmax, it, evals, status, est_gap
 
 
-def _to_fit(problem: _Problem, theta, lam, f, gmax, it, evals, status, t0, tol) -> ProbeFit:
+def _to_fit(problem: _Problem, theta, lam, f, gmax, it, evals, status, est_gap, t0, tol) -> ProbeFit:
     W, b = problem.split(theta)
     return ProbeFit(
         W=W.detach().cpu().numpy().copy(), b=b.detach().cpu().numpy().copy(), lam=float(lam),
         n=problem.n, multilabel=problem.multilabel, objective=float(f), grad_max=float(gmax),
-        n_iter=int(it), n_evals=int(evals), converged=status == "gtol", status=status,
-        time_s=time.perf_counter() - t0, tol=float(tol),
+        n_iter=int(it), n_evals=int(evals), converged=status in CONVERGED, status=status,
+        time_s=time.perf_counter() - t0, tol=float(tol), extra={"est_gap": est_gap},
     )
 
 
@@ -374,8 +386,8 @@ def fit_probe(X, y, lam: float, *, multilabel: bool = False, mask=None, n_classe
                             n_classes=n_classes)
     _check_all_classes(problem, y, multilabel)
     theta = problem.zeros()
-    theta, f, gmax, it, ev, status = _lbfgs(problem, lam, theta, _Memory(history), tol=tol, max_iter=max_iter)
-    fit = _to_fit(problem, theta, lam, f, gmax, it, ev, status, t0, tol)
+    theta, f, gmax, it, ev, status, gap = _lbfgs(problem, lam, theta, _Memory(history), tol=tol, max_iter=max_iter)
+    fit = _to_fit(problem, theta, lam, f, gmax, it, ev, status, gap, t0, tol)
     _warn(fit, warn)
     return fit
 
@@ -408,3 +420,143 @@ def objective(X, y, W, b, lam: float, *, multilabel: bool = False, mask=None) ->
         lse = (m + np.log(np.exp(Z - m).sum(axis=1, keepdims=True)))[:, 0]
         data = (lse - Z[np.arange(n), np.asarray(y)]).mean()
     return float(data + 0.5 * lam * (np.asarray(W, dtype=np.float64) ** 2).sum())
+
+
+# ----------------------------------------------------------------------------- lam selection
+
+def resolve_grid(grid) -> tuple[tuple[float, ...], bool]:
+    """(values, refine): None/"default" = the coarse decade grid refined around its best value
+    with the Kornblith values in (best/10, best*10); "kornblith" = all 45 values; "coarse" =
+    the 12 decades without refinement; a sequence = exactly those values."""
+    if grid is None or (isinstance(grid, str) and grid == "default"):
+        return COARSE_GRID, True
+    if isinstance(grid, str):
+        if grid == "kornblith":
+            return KORNBLITH_GRID, False
+        if grid == "coarse":
+            return COARSE_GRID, False
+        raise DivergentError(f"unknown grid {grid!r}", "use 'default', 'kornblith', 'coarse' or a list of lam values")
+    if isinstance(grid, (int, float)):
+        grid = [grid]
+    vals = tuple(sorted({float(v) for v in grid}, reverse=True))
+    if not vals or min(vals) <= 0 or not all(math.isfinite(v) for v in vals):
+        raise DivergentError(f"a lam grid needs positive finite values, got {grid!r}")
+    return vals, False
+
+
+def refinement_values(best: float) -> tuple[float, ...]:
+    """Kornblith-grid values strictly within a decade of best (the default refinement)."""
+    return tuple(v for v in KORNBLITH_GRID if best / 10 * (1 + 1e-9) < v < best * 10 * (1 - 1e-9) and v != best)
+
+
+@dataclass
+class Sweep:
+    """A lam sweep: every fit, a tidy table (one row per lam) and the selected fit."""
+
+    fits: dict
+    table: "object"
+    best: ProbeFit
+    metric: str
+
+
+def _selection_score(problem_sel: "_Problem", theta, multilabel: bool, mask_sel) -> tuple[float, float]:
+    """(score to maximise, unpenalised loss) of theta on the selection split."""
+    torch = problem_sel.torch
+    W, b = problem_sel.split(theta)
+    loss = problem_sel.data_loss(theta)
+    with torch.no_grad():
+        Z = torch.addmm(b, problem_sel.X, W.T)
+        if multilabel:
+            from ..metrics.ranking import voc07_map
+
+            score = voc07_map(Z.cpu().numpy(), problem_sel.Y.cpu().numpy().astype(np.int64),
+                              difficult=None if mask_sel is None else ~np.asarray(mask_sel, dtype=bool))
+        else:
+            score = float((Z.argmax(dim=1) == problem_sel.y).double().mean())
+    return float(score), float(loss)
+
+
+def sweep_probe(X_fit, y_fit, X_sel, y_sel, grid=None, *, multilabel: bool = False, mask_fit=None,
+                mask_sel=None, n_classes: int | None = None, normalize: bool = True,
+                warm_start: bool = True, reuse_memory: bool = True, tol: float = 1e-5, max_iter: int = 1000, history: int = 10,
+                device: str | None = None, warn: bool = True) -> Sweep:
+    """Fit a probe for each lam of the grid on (X_fit, y_fit) and select lam on (X_sel, y_sel).
+
+    Selection: highest top-1 accuracy (multi-label: VOC 2007 11-point mAP, difficult labels
+    excluded) on the selection split; ties go to the lower unpenalised selection loss, then
+    to the larger lam. Fits run from the largest lam down, each warm-started from the nearest
+    lam already fitted, reusing the L-BFGS curvature pairs (exactly shifted for the new lam);
+    ``warm_start=False`` fits every value from zero (same optimum, for checking).
+    """
+    import pandas as pd
+
+    values, refine = resolve_grid(grid)
+    values = tuple(sorted(values, reverse=True))
+    problem = _make_problem(X_fit, y_fit, multilabel=multilabel, mask=mask_fit, device=device,
+                            normalize=normalize, n_classes=n_classes)
+    _check_all_classes(problem, y_fit, multilabel)
+    Xs = l2_normalize(X_sel, "selection features") if normalize else check_features(X_sel, "selection features")
+    if Xs.shape[1] != problem.D:
+        raise DivergentError(
+            f"the fit split has {problem.D} feature dimensions but the selection split has {Xs.shape[1]}",
+            "use embeddings of the same model (and layer) for every split",
+        )
+    if multilabel:
+        Ys = np.asarray(y_sel)
+        if Ys.ndim != 2 or Ys.shape != (Xs.shape[0], problem.K):
+            raise DivergentError(f"selection labels have shape {Ys.shape}, expected {(Xs.shape[0], problem.K)}")
+        sel = _Problem(Xs, Ys.astype(np.float32), multilabel=True, n_classes=problem.K,
+                       mask=mask_sel, device=problem.device)
+    else:
+        ys = np.asarray(y_sel)
+        if ys.ndim != 1 or ys.shape[0] != Xs.shape[0]:
+            raise DivergentError(f"selection labels have shape {ys.shape} but its features have {Xs.shape[0]} rows",
+                                 "features and labels must come from the same split, in the same order")
+        if ys.size and (ys.min() < 0 or ys.max() >= problem.K):
+            raise DivergentError(f"selection labels fall outside the fit split's {problem.K} classes")
+        sel = _Problem(Xs, ys.astype(np.int64), multilabel=False, n_classes=problem.K, device=problem.device)
+
+    thetas: dict[float, object] = {}
+    fits: dict[float, ProbeFit] = {}
+    rows = []
+    memory = _Memory(history)
+
+    def run(lam: float, stage: str):
+        t0 = time.perf_counter()
+        if warm_start and thetas:
+            near = min(thetas, key=lambda v: (abs(math.log(v / lam)), -v))
+            theta = thetas[near].clone()
+            mem = memory if reuse_memory else _Memory(history)
+            start = near
+        else:
+            theta, mem, start = problem.zeros(), _Memory(history), None
+        theta, f, gmax, it, ev, status, gap = _lbfgs(problem, lam, theta, mem, tol=tol, max_iter=max_iter)
+        fit = _to_fit(problem, theta, lam, f, gmax, it, ev, status, gap, t0, tol)
+        _warn(fit, warn)
+        score, sel_loss = _selection_score(sel, theta, multilabel, mask_sel)
+        thetas[lam] = theta
+        fits[lam] = fit
+        rows.append(dict(lam=lam, C=fit.C, stage=stage, warm_from=start, objective=fit.objective,
+                         grad_max=fit.grad_max, est_gap=gap, n_iter=fit.n_iter, n_evals=fit.n_evals,
+                         converged=fit.converged, status=fit.status, time_s=fit.time_s,
+                         select_score=score, select_loss=sel_loss))
+
+    for lam in values:
+        run(lam, "grid")
+    if refine:
+        best = _pick(rows)
+        for lam in sorted(refinement_values(best), reverse=True):
+            if lam not in fits:
+                run(lam, "refine")
+    best = _pick(rows)
+    table = pd.DataFrame(rows).sort_values("lam", ascending=False, ignore_index=True)
+    table["selected"] = table["lam"] == best
+    metric = "map11" if multilabel else "accuracy"
+    table.insert(0, "metric", metric)
+    return Sweep(fits=fits, table=table, best=fits[best], metric=metric)
+
+
+def _pick(rows) -> float:
+    """lam with the highest score; ties -> lower selection loss -> larger lam."""
+    best = max(rows, key=lambda r: (r["select_score"], -r["select_loss"], r["lam"]))
+    return best["lam"]

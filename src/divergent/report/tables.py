@@ -117,14 +117,14 @@ def validate_table(name: str, df: pd.DataFrame) -> None:
         )
 
 
-def write_tables(tables: ReportTables, out: Path) -> dict[str, dict[str, str]]:
+def write_tables(tables: ReportTables, out: Path, extra: dict | None = None) -> dict[str, dict[str, str]]:
     """Write every present table as CSV and Parquet under out/tables; returns name -> paths."""
     from ..study.io import atomic_write_bytes  # small helper shared with the study
 
     d = Path(out) / "tables"
     d.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, df in tables.items():
+    for name, df in [*tables.items(), *(extra or {}).items()]:
         clean = _plain(df)
         atomic_write_bytes(d / f"{name}.csv", clean.to_csv(index=False).encode())
         import io

@@ -1,0 +1,121 @@
+"""Shared selection helpers for analyses: open a store, resolve model names/patterns, accuracy bands."""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DivergentError, unknown
+from ..metrics.probs import as_logits32
+from ..store import Store
+
+
+def as_store(store) -> Store:
+    return store if isinstance(store, Store) else Store.open(Path(store))
+
+
+def resolve_models(store: Store, models=None, *, split: str | None = None, need: str | None = "scores") -> list[str]:
+    """Model names from a list, comma string or wildcard patterns (None = every model).
+
+    With `split`, keep models that have predictions on it; `need='scores'` requires
+    logits/probabilities, `need='pred'` accepts decision-only models too.
+    """
+    if split is not None:
+        store.split(split)  # unknown split -> error with suggestions
+    if models is None:
+        names = store.models
+    else:
+        if isinstance(models, str):
+            models = [m.strip() for m in models.split(",") if m.strip()]
+        names = []
+        for pat in models:
+            if any(ch in pat for ch in "*?["):
+                hit = [m for m in store.models if fnmatch.fnmatchcase(m, pat)]
+                if not hit:
+                    raise DivergentError(f"no model matches {pat!r}", "list models with `divergent cards STORE`")
+                names += hit
+            elif pat in store.models:
+                names.append(pat)
+            else:
+                raise unknown("model", pat, store.models)
+        names = list(dict.fromkeys(names))
+    if split is None or need is None:
+        return names
+    out = []
+    for m in names:
+        has_scores = store.has(m, split, "logits") or store.has(m, split, "probs")
+        if has_scores or (need == "pred" and store.has(m, split, "pred")):
+            out.append(m)
+    return out
+
+
+def predictions(store: Store, model: str, split: str) -> np.ndarray:
+    """Top-1 class ids (the argmax of the scores, ties to the lowest index; T does not change it)."""
+    if store.has(model, split, "logits"):
+        return _argmax_stream(store.array(model, split, "logits"))
+    if store.has(model, split, "probs"):
+        return _argmax_stream(store.array(model, split, "probs"))
+    if store.has(model, split, "pred"):
+        return np.asarray(store.array(model, split, "pred")[:, 0], dtype=np.int64)
+    raise DivergentError(f"model {model!r} has no predictions on split {split!r}",
+                         "extract or import its predictions for this split")
+
+
+def _argmax_stream(arr: np.ndarray, block: int = 16384) -> np.ndarray:
+    out = np.empty(len(arr), dtype=np.int64)
+    for s in range(0, len(arr), block):
+        out[s : s + block] = np.argmax(as_logits32(arr[s : s + block]), axis=1)
+    return out
+
+
+def accuracies(store: Store, models: list[str], split: str) -> dict[str, float]:
+    labels = store.split(split).labels
+    return {m: float(np.mean(predictions(store, m, split) == labels)) for m in models}
+
+
+def parse_band(band) -> tuple[float, float] | None:
+    """'0.74,0.78' or '74,78' or (lo, hi) -> fractions (lo, hi); None passes through."""
+    if band is None or band == "":
+        return None
+    if isinstance(band, str):
+        try:
+            lo, hi = (float(x) for x in band.split(","))
+        except ValueError:
+            raise DivergentError(f"cannot read accuracy band {band!r}", "write it as LO,HI, e.g. 0.74,0.78 or 74,78") from None
+    else:
+        lo, hi = (float(x) for x in band)
+    if hi > 1.0 or lo > 1.0:
+        lo, hi = lo / 100.0, hi / 100.0
+    if not (0.0 <= lo <= hi <= 1.0):
+        raise DivergentError(f"accuracy band {band!r} is not an interval within [0, 1]", "e.g. --acc-band 0.74,0.78")
+    return lo, hi
+
+
+def in_band(acc: dict[str, float], band) -> list[str]:
+    b = parse_band(band)
+    if b is None:
+        return list(acc)
+    return [m for m, a in acc.items() if b[0] <= a <= b[1]]
+
+
+def temperatures(store: Store, models: list[str], *, calibrated: bool, split: str) -> dict[str, float]:
+    """Each model's temperature (1.0 when uncalibrated); refuses a missing or same-split fit."""
+    if not calibrated:
+        return {m: 1.0 for m in models}
+    out, missing = {}, []
+    for m in models:
+        cal = store.calibration(m)
+        if cal is None:
+            missing.append(m)
+            continue
+        if cal.get("fit_on") == split:
+            raise DivergentError(
+                f"the temperature of {m!r} was fitted on {split!r}, the split being evaluated",
+                "refit with `divergent calibrate STORE --fit-on holdout` and evaluate on test")
+        out[m] = float(cal["temperature"])
+    if missing:
+        raise DivergentError(
+            f"{len(missing)} model(s) have no temperature yet (e.g. {missing[:3]})",
+            "run `divergent calibrate STORE --fit-on holdout` first, or pass --uncalibrated (calibrated=False)")
+    return out

@@ -1,0 +1,203 @@
+"""The pairs table (Sections 4.1-4.2, Appendix Table 1): every pair's metrics with 95 % intervals.
+
+Per-example outcome codes come from the exact engine (divergent.engine), are cached under
+STORE/cache/pairs/ by the content hashes of their inputs (labels, both models' scores, both
+temperatures), so adding a model to an N-model store computes only its new pairs.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..cards import category as card_category
+from ..conventions import CI_LEVEL, N_BOOT, TEST
+from ..errors import DivergentError, unknown
+from ..metrics.bootstrap import count_bootstrap
+from ..metrics.pairs import METRICS, code_counts, encode, metrics_from_counts
+from ..store import Store
+from ..store._io import atomic_save_npy
+from ._select import accuracies, as_store, in_band, predictions, resolve_models, temperatures
+
+ENGINE_VERSION = "1"
+METRIC_COLUMNS = list(METRICS)
+
+
+def _pair_key(store: Store, split: str, a: str, b: str, ta: float, tb: float, kinds: tuple[str, str]) -> str:
+    parts = [ENGINE_VERSION, store.manifest["splits"][split]["files"]["labels"]["sha256"],
+             store.content_hash(a, split, kinds[0]), repr(float(ta)), store.content_hash(b, split, kinds[1]), repr(float(tb))]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+class _Codes:
+    """Computes (or loads cached) per-example outcome codes for pairs of one split."""
+
+    def __init__(self, store: Store, split: str, names: list[str], temps: dict[str, float], *,
+                 cache: bool = True, progress: bool = False):
+        self.store, self.split, self.temps, self.cache, self.progress = store, split, temps, cache, progress
+        self.labels = store.split(split).labels
+        self.prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
+        self._prepared: dict[str, object] = {}
+        self.cache_dir = store.root / "cache" / "pairs" / split.replace("/", "__")
+        self.n_fallback = 0
+        self.n_gather = 0
+
+    def kind(self, m: str) -> str:
+        return "logits" if self.store.has(m, self.split, "logits") else "probs"
+
+    def _path(self, a: str, b: str) -> Path:
+        return self.cache_dir / f"{_pair_key(self.store, self.split, a, b, self.temps[a], self.temps[b], (self.kind(a), self.kind(b)))}.npy"
+
+    def _prepare(self, names: list[str]):
+        from ..engine import ModelSource, prepare_many
+
+        todo = [m for m in names if m not in self._prepared]
+        if todo:
+            srcs = [ModelSource(self.store.array(m, self.split, self.kind(m)), self.temps[m], self.kind(m), m) for m in todo]
+            for m, p in zip(todo, prepare_many(srcs, self.labels, progress=self.progress)):
+                self._prepared[m] = p
+
+    def codes(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
+        out, todo = {}, []
+        for a, b in pairs:
+            if a in self.prob_models and b in self.prob_models:
+                p = self._path(a, b)
+                if self.cache and p.exists():
+                    try:
+                        out[(a, b)] = np.load(p, allow_pickle=False)
+                        if out[(a, b)].shape == (len(self.labels),):
+                            continue
+                    except (ValueError, OSError):
+                        pass
+                todo.append((a, b))
+            else:  # decision-only: no ensemble bit
+                pa, pb = predictions(self.store, a, self.split), predictions(self.store, b, self.split)
+                out[(a, b)] = encode(pa == self.labels, pb == self.labels, None, pa == pb)
+        if todo:
+            from ..engine import all_pair_codes
+
+            need = sorted({m for ab in todo for m in ab})
+            self._prepare(need)
+            prepared = [self._prepared[m] for m in need]
+            idx = {m: i for i, m in enumerate(need)}
+            for res in all_pair_codes(prepared, [(idx[a], idx[b]) for a, b in todo], progress=self.progress):
+                a, b = need[res.a], need[res.b]
+                out[(a, b)] = res.codes
+                self.n_fallback += res.n_fallback
+                self.n_gather += res.n_gather
+                if self.cache:
+                    atomic_save_npy(self._path(a, b), res.codes)
+        return out
+
+
+def _pairs_for(names: list[str], base: str | None) -> list[tuple[str, str]]:
+    if base is not None:
+        return [(base, m) for m in names if m != base]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc_band=None,
+          calibrated: bool = True, n_boot: int = N_BOOT, level: float = CI_LEVEL, seed: int = 0,
+          categories: dict | None = None, include_self: bool = False, cache: bool = True,
+          progress: bool = False) -> pd.DataFrame:
+    """One row per pair: the paper's pair metrics with paired-bootstrap intervals.
+
+    `base` compares one model with every other (the paper's setting); otherwise all pairs.
+    `acc_band` (LO,HI) keeps models whose accuracy on `split` lies in the band (the base is
+    always kept). `categories` overrides the derived category: {(a, b): category}.
+    Columns: model_a, model_b, category, n, the metrics of divergent.metrics.pairs.METRICS,
+    their `_lo`/`_hi` interval bounds, and `missing_reason` (why ensemble metrics are NaN).
+    """
+    store = as_store(store)
+    names = resolve_models(store, models, split=split, need="pred")
+    if base is not None and base not in names:
+        raise unknown("base model", base, names or store.models)
+    if not names:
+        raise DivergentError(f"no model has predictions on split {split!r}", "extract or import predictions first")
+    acc = accuracies(store, names, split)
+    kept = in_band(acc, acc_band)
+    if base is not None and base not in kept:
+        kept = [base] + kept
+    names = [m for m in names if m in kept]
+    prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
+    temps = temperatures(store, prob_models, calibrated=calibrated, split=split)
+    plist = _pairs_for(names, base)
+    if include_self and base is not None:
+        plist = [(base, base)] + plist
+    if not plist:
+        raise DivergentError("fewer than two models to compare", "add models, widen --acc-band, or check names")
+    engine = _Codes(store, split, names, temps, cache=cache, progress=progress)
+    codes = engine.codes(plist)
+    counts = np.stack([code_counts(codes[ab]) for ab in plist])
+    vals = metrics_from_counts(counts)
+    ci = count_bootstrap(counts, metrics_from_counts, n_boot=n_boot, level=level, seed=seed) if n_boot else {}
+    cards = {m: store.card(m) for m in names}
+    rows = []
+    for i, (a, b) in enumerate(plist):
+        decision_only = a not in prob_models or b not in prob_models
+        cat = (categories or {}).get((a, b)) or card_category(cards[a], cards[b])
+        row = {"model_a": a, "model_b": b, "category": cat, "n": int(counts[i].sum())}
+        reason = ""
+        if decision_only:
+            reason = "decision-only model: ensemble metrics need probabilities"
+        elif counts[i][[1, 2, 5, 6, 9, 10, 13, 14]].sum() == 0:
+            reason = "no inconsistent examples: conversion rate undefined"
+        for k in METRIC_COLUMNS:
+            v = float(vals[k][i])
+            lo, hi = (float(ci[k][0][i]), float(ci[k][1][i])) if ci else (np.nan, np.nan)
+            if decision_only and METRICS[k][2]:
+                v, lo, hi = np.nan, np.nan, np.nan
+            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = v, lo, hi
+        row["temperature_a"] = temps.get(a, np.nan)
+        row["temperature_b"] = temps.get(b, np.nan)
+        row["missing_reason"] = reason
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs.update({"split": split, "base": base, "calibrated": calibrated, "n_boot": n_boot, "level": level,
+                     "engine_fallback_examples": engine.n_fallback, "engine_gathered_examples": engine.n_gather})
+    return df
+
+
+def pair_outcomes(store, a: str, b: str, *, split: str = TEST, calibrated: bool = True) -> pd.DataFrame:
+    """Per-example outcomes of one pair: a_correct, b_correct, ensemble_correct, agree."""
+    store = as_store(store)
+    return pair_outcome_codes(store, [(a, b)], split=split, calibrated=calibrated)[(a, b)]
+
+
+def pair_outcome_codes(store, plist: list[tuple[str, str]], *, split: str = TEST, calibrated: bool = True,
+                       as_codes: bool = False) -> dict:
+    """Per-example outcomes for several pairs (for shared-resample statistics across pairs)."""
+    store = as_store(store)
+    names = sorted({m for ab in plist for m in ab})
+    resolve_models(store, names, split=split, need="pred")
+    prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
+    temps = temperatures(store, prob_models, calibrated=calibrated, split=split)
+    codes = _Codes(store, split, names, temps).codes(plist)
+    if as_codes:
+        return codes
+    return {ab: pd.DataFrame({"a_correct": (c & 1) > 0, "b_correct": (c & 2) > 0,
+                              "ensemble_correct": (c & 4) > 0, "agree": (c & 8) > 0}, index=store.split(split).ids)
+            for ab, c in codes.items()}
+
+
+def model_table(store, *, split: str = TEST, base: str | None = None, calibrated: bool = True) -> pd.DataFrame:
+    """Appendix Table 1: method, head, temperature, accuracy, and (with a base) error
+    inconsistency, ensemble accuracy and category relative to the base."""
+    store = as_store(store)
+    names = resolve_models(store, None, split=split, need="pred")
+    acc = accuracies(store, names, split)
+    rows = []
+    for m in names:
+        c = store.card(m)
+        rows.append({"model": m, "family": c.family, "objective": c.objective, "train_data": c.train_data,
+                     "head": c.head, "temperature": store.temperature(m), "accuracy": acc[m]})
+    df = pd.DataFrame(rows)
+    if base is not None:
+        pt = pairs(store, split=split, base=base, calibrated=calibrated, n_boot=0, include_self=False)
+        pt = pt.set_index("model_b")
+        df["category"] = [card_category(store.card(base), store.card(m)) for m in df["model"]]
+        df["error_inconsistency"] = df["model"].map(pt["error_inconsistency"])
+        df["ensemble_acc"] = df["model"].map(pt["ensemble_acc"])
+    return df

@@ -1,0 +1,130 @@
+"""CLI commands of the core: import, verify, rm, export, cards, calibrate, pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import DivergentError
+
+
+def _write_or_print(df, out: Optional[Path], *, floatfmt: str = "{:.4f}") -> None:
+    if out is None:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 30, "display.width", 200):
+            typer.echo(df.to_string(index=False, float_format=lambda v: floatfmt.format(v)))
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix in (".parquet", ".pq"):
+        df.to_parquet(out, index=False)
+    elif out.suffix == ".json":
+        df.to_json(out, orient="records", indent=1)
+    else:
+        df.to_csv(out, index=False)
+    typer.echo(f"wrote {len(df)} rows to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("import")
+    def import_cmd(
+        store: Path = typer.Argument(..., help="store directory (created if absent)"),
+        file: Path = typer.Argument(..., help=".npz (labels + logits/probs/pred/features [+ ids, class_names]) or CSV/Parquet of decisions"),
+        split: str = typer.Option(..., "--split", help="split the predictions belong to (train, holdout, test, ...)"),
+        model: str = typer.Option(..., "--model", help="model name in the store"),
+        card: Optional[Path] = typer.Option(None, "--card", help="model card (JSON or TOML)"),
+        renormalize: bool = typer.Option(False, "--renormalize", help="accept probabilities not summing to 1 by renormalising (recorded)"),
+        force: bool = typer.Option(False, "--force", help="replace existing arrays of this model and split"),
+        dataset: str = typer.Option("", "--dataset", help="dataset name recorded on a newly created split"),
+        id_col: Optional[str] = typer.Option(None, "--id-col", help="CSV/Parquet: id column (default: id, filename, file, path or image)"),
+        pred_col: str = typer.Option("index", "--pred-col", help="CSV/Parquet: class-id column or prefix (timm: index)"),
+        score_col: str = typer.Option("prob", "--score-col", help="CSV/Parquet: score column or prefix (timm: prob)"),
+        label_col: Optional[str] = typer.Option(None, "--label-col", help="CSV/Parquet: label column, if any"),
+        strip_id_prefix: Optional[str] = typer.Option(None, "--strip-id-prefix", help="remove this prefix from ids (e.g. an absolute dataset root)"),
+    ):
+        """Import one model's predictions on one split into a store."""
+        from ..store.importers import import_predictions
+
+        res = import_predictions(store, file, split=split, model=model, card=card, renormalize=renormalize, force=force,
+                                 dataset=dataset, id_col=id_col, pred_col=pred_col, score_col=score_col,
+                                 label_col=label_col, strip_id_prefix=strip_id_prefix)
+        typer.echo(f"imported {', '.join(res['kinds'])} of {model!r} on {split!r} into {store}")
+
+    @app.command("verify")
+    def verify_cmd(store: Path = typer.Argument(..., help="store directory")):
+        """Re-check every array's checksum and shape."""
+        from ..store import Store
+
+        problems = Store.open(store).verify()
+        if problems:
+            for p in problems:
+                typer.secho(p, fg="red", err=True)
+            raise DivergentError(f"{len(problems)} problem(s) in {store}",
+                                 "re-import or re-extract the affected models (divergent rm, then import/extract)")
+        typer.echo(f"{store}: all arrays match their checksums")
+
+    @app.command("rm")
+    def rm_cmd(store: Path = typer.Argument(...), model: str = typer.Argument(..., help="model to remove")):
+        """Remove a model (all splits) from a store."""
+        from ..store import Store
+
+        st = Store.open(store)
+        with st.writer(command=f"rm {model}") as w:
+            w.remove(model)
+        typer.echo(f"removed {model!r} from {store}")
+
+    @app.command("export")
+    def export_cmd(store: Path = typer.Argument(...), out: Path = typer.Option(None, "--out", help="Parquet file (default STORE/export.parquet)"),
+                   uncalibrated: bool = typer.Option(False, "--uncalibrated", help="probabilities at T = 1")):
+        """Export predictions as one long Parquet table (model, split, id, label, pred, correct, p_pred, p_label)."""
+        from ..store import Store
+        from ..store.export import export_long
+
+        st = Store.open(store)
+        path = export_long(st, out or st.root / "export.parquet", calibrated=not uncalibrated)
+        typer.echo(f"wrote {path}")
+
+    @app.command("cards")
+    def cards_cmd(store: Path = typer.Argument(...), base: Optional[str] = typer.Option(None, "--base", help="show each model's category relative to this model"),
+                  out: Optional[Path] = typer.Option(None, "--out")):
+        """Show the model cards (and categories relative to a base)."""
+        from ..api import cards_table
+
+        _write_or_print(cards_table(store, base=base), out)
+
+    @app.command("calibrate")
+    def calibrate_cmd(store: Path = typer.Argument(...), fit_on: str = typer.Option("holdout", "--fit-on", help="split the temperatures are fitted on"),
+                      models: Optional[str] = typer.Option(None, "--models", help="comma list or pattern (default all)"),
+                      report_on: Optional[str] = typer.Option(None, "--split", help="also report NLL/ECE on this split"),
+                      allow_fit_on_eval: bool = typer.Option(False, "--allow-fit-on-eval", help="permit fitting on the evaluated split"),
+                      out: Optional[Path] = typer.Option(None, "--out")):
+        """Fit a temperature per model by minimising NLL on --fit-on; report NLL/ECE before and after."""
+        from ..analyses.calibration import calibrate
+
+        _write_or_print(calibrate(store, fit_on=fit_on, models=models, report_on=report_on,
+                                  allow_fit_on_eval=allow_fit_on_eval), out)
+
+    @app.command("pairs")
+    def pairs_cmd(store: Path = typer.Argument(...), split: str = typer.Option("test", "--split", help="split evaluated"),
+                  base: Optional[str] = typer.Option(None, "--base", help="compare this model with every other"),
+                  all_pairs: bool = typer.Option(False, "--all", help="all pairs (the default without --base)"),
+                  acc_band: Optional[str] = typer.Option(None, "--acc-band", help="LO,HI accuracy band, e.g. 0.74,0.78"),
+                  models: Optional[str] = typer.Option(None, "--models", help="comma list or pattern"),
+                  uncalibrated: bool = typer.Option(False, "--uncalibrated", help="use T = 1 for every model"),
+                  n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the 95% intervals (0: none)"),
+                  seed: int = typer.Option(0, "--seed"),
+                  out: Optional[Path] = typer.Option(None, "--out", help="CSV / Parquet / JSON file")):
+        """The pairs table: error inconsistency, ensemble accuracy, conversion rate ... with intervals."""
+        from ..analyses.pairs import pairs
+
+        if all_pairs and base:
+            raise DivergentError("--all and --base exclude each other", "pass one of them")
+        df = pairs(store, split=split, base=base, models=models, acc_band=acc_band, calibrated=not uncalibrated,
+                   n_boot=n_boot, seed=seed, progress=True)
+        if out is None:
+            cols = ["model_a", "model_b", "category", "acc_a", "acc_b", "error_inconsistency", "ensemble_acc",
+                    "gain_vs_best", "conversion_rate", "error_consistency"]
+            _write_or_print(df[cols], None)
+        else:
+            _write_or_print(df, out)

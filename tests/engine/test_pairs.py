@@ -1,0 +1,100 @@
+"""Pair engine decisions equal the naive float64 reference, on random and adversarial data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from divergent.engine import all_pair_codes, pair_codes, prepare
+from divergent.engine.naive import pair_codes_reference
+
+
+def _check(xs, y, ts, k, kind="logits"):
+    prepared = [prepare(x, y, t, kind=kind, k=k, block=97) for x, t in zip(xs, ts)]
+    total_fb = 0
+    for res in all_pair_codes(prepared, progress=False, workers=2):
+        ref = pair_codes_reference(xs[res.a], xs[res.b], y, ts[res.a], ts[res.b], kind, kind)
+        assert np.array_equal(res.codes, ref), (res.a, res.b, np.flatnonzero(res.codes != ref)[:5])
+        total_fb += res.n_fallback + res.n_gather
+    return total_fb
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_random(dtype):
+    rng = np.random.default_rng(0)
+    n, c = 2000, 50
+    y = rng.integers(0, c, n)
+    latent = rng.normal(size=(n, c))
+    xs = [((latent + rng.normal(size=(n, c))) * 3 + 4 * np.eye(c)[y] * rng.random()).astype(dtype) for _ in range(5)]
+    _check(xs, y, [1.0, 0.7, 1.3, 2.0, 0.9], k=4)
+
+
+def test_small_k_forces_fallback():
+    rng = np.random.default_rng(1)
+    n, c = 1500, 30
+    y = rng.integers(0, c, n)
+    xs = [(rng.normal(size=(n, c)) * 0.3).astype(np.float32) for _ in range(4)]  # flat: top-2 rarely decides
+    assert _check(xs, y, [1.0] * 4, k=2) > 0
+
+
+def test_exact_ties_and_near_ties():
+    rng = np.random.default_rng(2)
+    n, c = 3000, 8
+    y = rng.integers(0, c, n)
+    base = np.round(rng.normal(size=(n, c)) * 2).astype(np.float16)  # integer logits -> exact ties
+    xs = [base, base[:, ::-1].copy(), np.roll(base, 1, axis=1), base + np.float16(0)]
+    near = base.astype(np.float32)
+    near[:, 1] = np.nextafter(near[:, 0], np.float32(np.inf))
+    xs += [near, base[rng.permutation(n)]]
+    _check(xs, y, [1.0] * len(xs), k=2)
+    _check(xs, y, [1.0] * len(xs), k=3)
+
+
+def test_rounding_tie_when_models_agree():
+    # p_a = (0.5, 0.5 + ulp) vs p_b equal: sums collapse, the lower index must win
+    la = np.log(np.array([[0.5, 0.5 + 2 ** -53, 1e-300]])).astype(np.float32)
+    for x in (la, np.array([[1.0, 1.0, 0.0]], np.float32), np.array([[0.0, 1e-7, 0.0]], np.float32)):
+        xs = [x, x.copy(), x[:, [1, 0, 2]].copy()]
+        for y in range(3):
+            _check(xs, np.array([y]), [1.0, 1.0, 1.0], k=2)
+
+
+def test_probs_input_and_different_temperatures():
+    rng = np.random.default_rng(3)
+    n, c = 1000, 12
+    y = rng.integers(0, c, n)
+    xs = [rng.dirichlet(np.ones(c) * a, size=n).astype(np.float32) for a in (0.1, 0.5, 2.0)]
+    _check(xs, y, [1.0, 0.5, 3.0], k=3, kind="probs")
+
+
+def test_memmap_source(tmp_path):
+    rng = np.random.default_rng(4)
+    n, c = 500, 20
+    y = rng.integers(0, c, n)
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"m{i}.npy"
+        np.save(p, (rng.normal(size=(n, c)) * 2).astype(np.float16))
+        paths.append(p)
+    mm = [np.load(p, mmap_mode="r") for p in paths]
+    pa, pb = (prepare(x, y, 1.1, k=2) for x in mm)
+    codes, _, _ = pair_codes(pa, pb)
+    assert np.array_equal(codes, pair_codes_reference(mm[0], mm[1], y, 1.1, 1.1))
+
+
+def test_kernel_agreeing_models_whose_sums_round_together():
+    # both models predict class 1, but fl(p_a[0] + p_b[0]) == fl(p_a[1] + p_b[1]) = 0.75:
+    # the reference ensemble then predicts class 0 (lowest index), so tier 1 must not certify 1
+    from divergent.engine import kernels
+
+    eps = 2.0 ** -54
+    topi_a = np.array([[1, 0]], np.int32)
+    topp_a = np.array([[0.25 + eps, 0.25]])
+    topi_b = np.array([[1, 0]], np.int32)
+    topp_b = np.array([[0.5, 0.5 - eps]])
+    assert topp_a[0, 1] + topp_b[0, 1] == topp_a[0, 0] + topp_b[0, 0]
+    codes = np.zeros(1, np.uint8)
+    pending = np.zeros(1, np.uint8)
+    npend = kernels.pair_tier1(np.array([1], np.int32), topi_a, topp_a, np.array([1e-3]),
+                               np.array([1], np.int32), topi_b, topp_b, np.array([1e-3]),
+                               np.array([0]), codes, pending)
+    assert npend == 1 and pending[0] == 1 and codes[0] == 8
