@@ -6,13 +6,13 @@
 
 See docs/datasets.md for sources, ids and split rules.
 """
-from .base import ArrayReader, ConcatReader, ImageDataset, ImageDecodeError, describe
+from .base import ArrayReader, ConcatReader, ImageDataset, ImageDecodeError, Mapped, describe
 from .open import NAMED_SOURCES, PREFIXES, check_images, open_dataset
 from .splits import stratified_halves
 from .splitting import SPLIT_NAMES, official_plan, stratified_thirds
 
 __all__ = [
-    "ArrayReader", "ConcatReader", "ImageDataset", "ImageDecodeError", "NAMED_SOURCES", "PREFIXES",
+    "ArrayReader", "ConcatReader", "ImageDataset", "ImageDecodeError", "Mapped", "NAMED_SOURCES", "PREFIXES",
     "SPLIT_NAMES", "check_images", "describe", "official_plan", "open_dataset", "stratified_halves",
     "stratified_thirds",
 ]

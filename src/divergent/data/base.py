@@ -271,6 +271,10 @@ class ImageDataset:
             raise TypeError("index an ImageDataset with an int; use subset(indices) for several")
         return self.image(i), self.labels[self._check(i)]
 
+    def mapped(self, transform=None, pixels: str = "pil", with_index: bool = False) -> Mapped:
+        """A DataLoader-ready view: item i -> (transform(image or raw array), label[, i])."""
+        return Mapped(self, transform=transform, pixels=pixels, with_index=with_index)
+
     def _decode_error(self, i: int, exc: BaseException) -> ImageDecodeError:
         return ImageDecodeError(
             f"cannot read image {self.ids[i]!r} of {self.name}/{self.split} ({self.where(i)}): "
@@ -313,6 +317,32 @@ class ImageDataset:
             f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, "
             f"classes={self.n_classes}, {kind}, source_dataset={self.source_dataset!r})"
         )
+
+
+class Mapped:
+    """A torch map-style dataset over an ImageDataset: item i -> (transform(x), label[, i]).
+
+    x is the PIL image (pixels='pil') or the uint8 array from raw() (pixels='raw'). Plain,
+    picklable object (no torch import), so it works with DataLoader workers under fork and
+    spawn as long as transform is picklable too (torchvision transforms are)."""
+
+    def __init__(self, dataset: ImageDataset, transform=None, pixels: str = "pil", with_index: bool = False):
+        if pixels not in ("pil", "raw"):
+            raise DivergentError(f"pixels must be 'pil' or 'raw', not {pixels!r}", "pass pixels='pil' or pixels='raw'")
+        self.dataset = dataset
+        self.transform = transform
+        self.pixels = pixels
+        self.with_index = with_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x = self.dataset.image(i) if self.pixels == "pil" else self.dataset.raw(i)
+        if self.transform is not None:
+            x = self.transform(x)
+        y = self.dataset.labels[i]
+        return (x, y, i) if self.with_index else (x, y)
 
 
 def describe(dataset: ImageDataset) -> dict[str, Any]:

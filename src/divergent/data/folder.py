@@ -309,8 +309,9 @@ def _tarfile_members(path: Path, on_error: str) -> tuple[list[str], list[bytes],
                 if rel is None:
                     continue
                 fh = tf.extractfile(m)
+                data = fh.read() if fh is not None else b""
                 names.append(rel)
-                blobs.append(fh.read() if fh is not None else b"")
+                blobs.append(data)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if on_error != "skip":
             raise DivergentError(

@@ -1,0 +1,458 @@
+"""The one-pass extraction: a model over a dataset split -> logits/probs and embeddings in the store.
+
+``extract`` runs one model; ``extract_many`` runs several (a list or wildcard pattern), recording
+a failing model with its error and carrying on. Work is staged in chunks under
+``STORE/.staging/extract/`` and committed by the store's one writer, so runs resume after a kill
+and several extraction processes can share one store.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cards import ModelCard
+from ..errors import DivergentError, StoreLockedError
+from ..sources.registry import expand_models, resolve
+from ..sources.spec import ModelSpec
+from .mapping import apply_mapping, load_mapping
+from .staging import ChunkDir, fingerprint
+
+HEAD_POLICIES = ("auto", "logits", "features")
+
+
+# ----------------------------------------------------------------------------- data side
+class _Prepared:
+    """Picklable map-style dataset for DataLoader workers: index -> (i, uint8 HWC, error)."""
+
+    def __init__(self, ds, transform, start: int):
+        self.ds, self.transform, self.start = ds, transform, start
+        reader = getattr(ds, "_reader", None)
+        self.arrays = reader is not None and not getattr(reader, "decodes", True)
+
+    def __len__(self) -> int:
+        return len(self.ds) - self.start
+
+    def __getitem__(self, k: int):
+        i = self.start + k
+        try:
+            img = self.ds.raw(i) if self.arrays else self.ds.image(i)
+            return i, self.transform(img), None
+        except DivergentError as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported with the image id in the main process
+            return i, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(items):
+    import torch
+
+    errors = [(i, e) for i, _, e in items if e is not None]
+    if errors:
+        return None, errors
+    return torch.from_numpy(np.stack([a for _, a, _ in items])), None
+
+
+def _worker_init(_):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _loader(ds, transform, start: int, batch_size: int, workers: int, pin: bool):
+    from torch.utils.data import DataLoader
+
+    prep = _Prepared(ds, transform, start)
+    return DataLoader(prep, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+                      worker_init_fn=_worker_init if workers else None, pin_memory=pin,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+# ----------------------------------------------------------------------------- store side
+def _with_writer(st, fn, *, timeout: float = 600.0):
+    """Run fn(writer) under the store's lock, waiting for other writers."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            with st.writer(command="divergent extract") as w:
+                return fn(w)
+        except StoreLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _ensure_split(st, split: str, ds) -> None:
+    """The split must exist with the dataset's classes and ids, or is created from the dataset."""
+    if split not in st.splits:
+        def add(w):
+            if split in w.store.splits:
+                return
+            meta = {"source": dict(getattr(ds, "meta", {}) or {}), "dataset_name": getattr(ds, "name", "")}
+            if getattr(ds, "skipped", None):
+                meta["skipped"] = [list(s) for s in ds.skipped]
+            w.add_split(split, labels=ds.labels, class_names=list(ds.class_names), ids=ds.ids,
+                        dataset=getattr(ds, "source_dataset", "") or getattr(ds, "name", ""), meta=meta)
+        _with_writer(st, add)
+        st = st.reload()
+    sd = st.split(split)
+    if list(sd.class_names) != list(ds.class_names):
+        raise DivergentError(
+            f"the dataset's classes differ from split {split!r} of the store: "
+            f"{list(ds.class_names)[:5]}... vs {list(sd.class_names)[:5]}...",
+            "extract into a store (or split name) made from this dataset, or fix the class list (classes=)",
+        )
+    if len(sd.ids) != len(ds.ids) or not np.array_equal(np.asarray(sd.ids, dtype=str), np.asarray(ds.ids, dtype=str)):
+        missing = sorted(set(map(str, sd.ids)) - set(map(str, ds.ids)))[:3]
+        extra = sorted(set(map(str, ds.ids)) - set(map(str, sd.ids)))[:3]
+        raise DivergentError(
+            f"the dataset's examples differ from split {split!r} of the store ({len(ds.ids)} vs {len(sd.ids)} examples; "
+            f"missing e.g. {missing}, extra e.g. {extra})",
+            "use the same dataset source, split rule and seed as the store's split (or skip policy)",
+        )
+
+
+# ----------------------------------------------------------------------------- outputs
+def _softmax64(x: np.ndarray) -> np.ndarray:
+    z = x.astype(np.float32).astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def _renorm(p: np.ndarray) -> tuple[np.ndarray, int]:
+    p = np.clip(p.astype(np.float64), 0, None)
+    s = p.sum(axis=1, keepdims=True)
+    empty = s[:, 0] <= 0
+    out = np.where(empty[:, None], 1.0 / p.shape[1], p / np.where(s > 0, s, 1.0))
+    return out, int(empty.sum())
+
+
+@dataclass
+class HeadPlan:
+    """How the model's head outputs become store arrays (decided before the pass)."""
+
+    store: str  # "logits", "probs" or "none"
+    reason: str
+    n_out: int | None
+    drop_background: int | None = None
+    mapping: dict[int, str] | None = None
+    reorder: list[int] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_head(spec: ModelSpec, n_out: int | None, labels: list[str] | None, class_names: list[str],
+              mapping=None, head: str = "auto") -> HeadPlan:
+    """Decide whether the head fits the split's label space (directly, reordered, or through a mapping)."""
+    if head not in HEAD_POLICIES:
+        raise DivergentError(f"unknown head policy {head!r}", f"use one of {', '.join(HEAD_POLICIES)}")
+    c = len(class_names)
+    if n_out is None or spec.output == "none" or head == "features":
+        if mapping is not None:
+            raise DivergentError(f"{spec.name} has no classification head to map", "drop --mapping; its features are stored")
+        return HeadPlan("none", "features only: the model has no classification head" if head != "features" else "features only (asked)", n_out)
+    bg = spec.background_class
+    k = n_out - (1 if bg is not None else 0)
+    own = list(labels) if labels else None
+    if own is not None and bg is not None and len(own) == n_out:
+        own = own[:bg] + own[bg + 1:]
+    info = {"model_outputs": n_out, "background_class_dropped": bg}
+    if mapping is not None:
+        m = load_mapping(mapping) if not isinstance(mapping, dict) else dict(mapping)
+        return HeadPlan("probs", "class mapping", n_out, bg, m, info=info)
+    if k == c:
+        if own is None or [s.lower() for s in own] == [s.lower() for s in class_names]:
+            return HeadPlan("probs" if (spec.output == "probs" or bg is not None) else "logits", "head fits the split", n_out, bg, info=info)
+        if sorted(s.lower() for s in own) == sorted(s.lower() for s in class_names):
+            pos = {s.lower(): j for j, s in enumerate(own)}
+            order = [pos[s.lower()] for s in class_names]
+            return HeadPlan("probs" if (spec.output == "probs" or bg is not None) else "logits",
+                            "head fits the split (columns reordered by class name)", n_out, bg, reorder=order, info=info)
+        why = f"the model's {k} classes ({own[:3]}...) are not the split's ({list(class_names)[:3]}...)"
+    else:
+        why = f"the model outputs {k} classes{' after dropping the background class' if bg is not None else ''}; the split has {c}"
+    if head == "logits":
+        raise DivergentError(f"{spec.name}: {why}", "pass a class-mapping file (--mapping) or store features only (--head features)")
+    return HeadPlan("none", f"features only: {why}", n_out, info=info)
+
+
+def finish_head(plan: HeadPlan, spec: ModelSpec, raw: np.ndarray, class_names: list[str]) -> tuple[str | None, np.ndarray | None, dict]:
+    """Apply background drop, mapping and reordering; return (kind, array, card info)."""
+    info = dict(plan.info, stored=plan.store, reason=plan.reason, output=spec.output)
+    if plan.store == "none" or raw is None:
+        return None, None, info
+    x = raw.astype(np.float32)
+    if plan.drop_background is not None or plan.mapping is not None or spec.output == "probs":
+        p = _softmax64(x) if spec.output == "logits" else x.astype(np.float64)
+        if plan.drop_background is not None:
+            info["background_mass_mean"] = float(p[:, plan.drop_background].mean())
+            p = np.delete(p, plan.drop_background, axis=1)
+        p, empty = _renorm(p)
+        info["renormalized"] = True
+        if empty:
+            info["rows_without_mass"] = empty
+        if plan.mapping is not None:
+            p, minfo = apply_mapping(p, plan.mapping, class_names)
+            info["mapping"] = minfo
+        if plan.reorder is not None:
+            p = p[:, plan.reorder]
+        return "probs", p.astype(np.float32), info
+    if plan.reorder is not None:
+        x = x[:, plan.reorder]
+    return "logits", x, info
+
+
+# ----------------------------------------------------------------------------- the pass
+def _run_pass(runner, ds, chunks: ChunkDir, done: list[dict], batch_size: int, workers: int,
+              chunk_images: int, progress: bool, desc: str, min_batch: int = 1) -> tuple[int, float]:
+    """Compute and stage the remaining chunks; OOM halves the batch. Returns (batch size, seconds)."""
+    from tqdm.auto import tqdm
+
+    from ..sources.preprocess import ImageTransform
+
+    n = len(ds)
+    start = done[-1]["start"] + done[-1]["count"] if done else 0
+    bs = done[-1]["batch_size"] if done else batch_size
+    transform = ImageTransform(runner.preprocess)
+    pin = runner.device.startswith("cuda")
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, initial=start, unit="img", unit_scale=True, desc=desc, dynamic_ncols=True,
+               disable=None if progress else True, smoothing=0.1)
+    try:
+        while start < n:
+            per_chunk = max(1, chunk_images // bs) * bs
+            heads, embs, got = [], [], 0
+            try:
+                loader = _loader(ds, transform, start, bs, workers, pin)
+                it = iter(loader)
+                for batch, errors in it:
+                    if errors:
+                        i, msg = errors[0]
+                        raise DivergentError(
+                            f"image {ds.ids[i]!s} could not be read: {msg}",
+                            "fix or remove the file, or pass on_error='skip' (--on-error skip) to leave bad images out and record them")
+                    h, e = runner(batch)
+                    if h is not None:
+                        heads.append(h)
+                    embs.append(e)
+                    got += len(e)
+                    bar.update(len(e))
+                    if got >= per_chunk or start + got >= n:
+                        f = chunks.write(start, bs, np.concatenate(heads) if heads else None, np.concatenate(embs))
+                        done.append({"file": f, "start": start, "count": got, "batch_size": bs})
+                        start += got
+                        heads, embs, got = [], [], 0
+                del it, loader
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+                if not _is_oom(exc) or bs <= min_batch:
+                    raise
+                bar.update(-got)
+                bs = max(min_batch, bs // 2)
+                bar.write(f"{desc}: out of memory; retrying from image {start} with batch size {bs}")
+                _free_cuda()
+    finally:
+        bar.close()
+    return bs, time.perf_counter() - t0
+
+
+def _free_cuda():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _open(data, split, on_error, dataset_options):
+    if not isinstance(data, (str, os.PathLike)):
+        return data  # an ImageDataset already opened (bulk runs reuse it)
+    from ..data import open_dataset
+
+    return open_dataset(os.fspath(data), split, on_error=on_error, **(dataset_options or {}))
+
+
+def extract(store_path, model: str, data, split: str = "test", *, batch_size: int = 256, device: str = "auto",
+            workers: int | None = None, force: bool = False, mapping=None, progress: bool = True,
+            name: str | None = None, head: str = "auto", input_size: int | None = None, on_error: str = "fail",
+            dataset_options: dict | None = None, chunk_images: int = 2048) -> dict[str, Any]:
+    """Extract one model's head outputs and pre-logit embeddings on one split into a store.
+
+    model: a built-in name (``divergent models list``) or a source spec (``timm:resnet18@random``).
+    data: a dataset source for :func:`divergent.data.open_dataset` (or an opened ImageDataset).
+    head: ``auto`` (logits when the head fits the split's classes, else features only),
+    ``logits`` (a head that does not fit is an error), ``features`` (embeddings only).
+    mapping: a CSV/TOML class-mapping file (or dict) from the model's classes to the split's.
+    input_size: run at another input resolution (the stored name gets ``@<size>px``).
+    Returns a summary dict (model, split, status, stored kinds, n, seconds, images_per_s).
+    """
+    from ..store import Store, stage_entry
+
+    spec = resolve(model)
+    store_name = name or (f"{spec.name}@{input_size}px" if input_size else spec.name)
+    if head not in HEAD_POLICIES:
+        raise DivergentError(f"unknown head policy {head!r}", f"use one of {', '.join(HEAD_POLICIES)}")
+    st = Store.open(store_path, create=True)
+    already = split in st.splits and store_name in st.models and st.kinds(store_name, split)
+    if already and not force:
+        return {"model": store_name, "split": split, "status": "skipped", "stored": st.kinds(store_name, split),
+                "reason": "already extracted (pass force=True / --force to redo)"}
+    ds = _open(data, split, on_error, dataset_options)
+    _ensure_split(st, split, ds)
+    st = st.reload()
+    runner = _load_runner(spec, device, ds.class_names, input_size)
+    # probe the output sizes on one image before the long pass, so a misfit fails fast
+    from ..sources.preprocess import ImageTransform
+
+    probe_img = ds.raw(0) if getattr(getattr(ds, "_reader", None), "decodes", True) is False else ds.image(0)
+    ph, pe = runner(_as_batch(runner, ImageTransform(runner.preprocess)(probe_img)))
+    plan = plan_head(spec, None if ph is None else ph.shape[1], runner.labels, list(ds.class_names), mapping, head)
+    workers = _default_workers() if workers is None else int(workers)
+    fp = fingerprint(model=store_name, spec=spec.to_dict(), pre=runner.preprocess.to_dict(), split=split,
+                     n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
+                     store_head=plan.store != "none")
+    from ..store.store import dir_key
+
+    chunks = ChunkDir(store_path, f"{dir_key(store_name)}.{split}", fp)
+    done = chunks.open()
+    resumed_from = done[-1]["start"] + done[-1]["count"] if done else 0
+    bs, seconds = _run_pass(runner, ds, chunks, done, batch_size, workers, chunk_images, progress, store_name)
+    raw_head, emb = chunks.load(done)
+    kind, arr, head_info = finish_head(plan, spec, raw_head, list(ds.class_names))
+    card = _card(spec, store_name, runner, plan, head_info, ds, split, bs, workers, mapping, input_size)
+    card.extra["embedding_dim"] = int(emb.shape[1])
+    arrays = {"features": emb.astype(np.float32)}
+    if kind is not None:
+        arrays[kind] = arr
+    meta = {"extract": {"batch_sizes": sorted({c["batch_size"] for c in done}), "resumed_from": resumed_from,
+                        "device": runner.device, "amp": runner.amp, "dataset": _ds_name(ds)}}
+    stage = stage_entry(store_path, store_name, split, arrays=arrays, card=card, meta=meta, force=force)
+    try:
+        _with_writer(st, lambda w: w.commit_staged(stage))
+    except Exception:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    chunks.remove()
+    n_new = len(ds) - resumed_from
+    return {"model": store_name, "split": split, "status": "done", "stored": sorted(arrays), "n": len(ds),
+            "head": plan.reason, "batch_size": bs, "seconds": seconds,
+            "images_per_s": n_new / seconds if seconds > 0 and n_new else None, "resumed_from": resumed_from}
+
+
+def _as_batch(runner, arr: np.ndarray):
+    if runner.kind == "torch":
+        import torch
+
+        return torch.from_numpy(arr[None].copy())
+    return arr[None]
+
+
+def _load_runner(spec, device, class_names, input_size):
+    from ..sources.adapters import load
+
+    if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
+        raise DivergentError(f"unknown device {device!r}", "use auto, cpu or cuda[:N]")
+    return load(spec, device=device, class_names=list(class_names), input_size=input_size)
+
+
+def _ds_name(ds) -> str:
+    return f"{getattr(ds, 'name', '')}:{getattr(ds, 'split', '')}"
+
+
+def _card(spec: ModelSpec, store_name, runner, plan, head_info, ds, split, bs, workers, mapping, input_size) -> ModelCard:
+    import platform
+
+    head = "class-mapping" if plan.mapping is not None else ("none" if plan.store == "none" and spec.head != "zero-shot" else spec.head)
+    if plan.store == "none" and spec.head == "zero-shot":
+        head = "none"
+    versions = {}
+    for mod in ("torch", "timm", "onnxruntime", "open_clip", "transformers"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            versions[mod] = getattr(m, "__version__", "?")
+    prov = dict(runner.provenance)
+    prov.update(spec=spec.name, extracted_on=_ds_name(ds), split=split, batch_size=bs, workers=workers,
+                device=runner.device, autocast=runner.amp, versions=versions, python=platform.python_version())
+    if mapping is not None and not isinstance(mapping, dict):
+        from ..sources.adapters import sha256_file
+
+        prov["mapping_file"] = str(mapping)
+        prov["mapping_sha256"] = sha256_file(Path(mapping))
+    hparams = {"input_size": int(input_size)} if input_size else {}
+    return ModelCard(
+        name=store_name, family=spec.family, depth=spec.depth, width=spec.width, objective=spec.objective,
+        train_data=spec.train_data, head=head, hparams=hparams, source=f"{spec.source}:{spec.name}" if ":" not in spec.name else spec.name,
+        license=spec.license, preprocessing=runner.preprocess.to_dict(), provenance=prov, notes=spec.notes,
+        extra={"head_info": head_info, "label_space": spec.label_space, "embedding": spec.embedding,
+               "embedding_dim": None},
+    )
+
+
+def extract_many(store_path, models, data, split: str = "test", *, progress: bool = True, on_error: str = "fail",
+                 dataset_options: dict | None = None, **kw):
+    """Extract several models (list, comma-separated, or wildcard patterns); failures are recorded, not fatal.
+
+    Returns a DataFrame with one row per model: model, status (done/skipped/failed), error, stored, n,
+    seconds, images_per_s. Failures are also appended to STORE/.staging/extract/failures.jsonl.
+    """
+    import json
+
+    import pandas as pd
+
+    names = expand_models(models)
+    ds = None
+    rows = []
+    for m in names:
+        t0 = time.perf_counter()
+        try:
+            if ds is None:
+                ds = _open(data, split, on_error, dataset_options)
+            row = extract(store_path, m, ds, split, progress=progress, on_error=on_error, **kw)
+            row.setdefault("error", None)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - bulk runs record a failing model and carry on
+            row = {"model": m, "split": split, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                   "seconds": time.perf_counter() - t0}
+            log = Path(store_path) / ".staging" / "extract" / "failures.jsonl"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                f.write(json.dumps({**row, "time": time.time(), "traceback": traceback.format_exc(limit=5)}) + "\n")
+            if progress:
+                print(f"[extract] {m}: FAILED: {row['error'].splitlines()[0]}", file=sys.stderr)
+        rows.append(row)
+    cols = ["model", "split", "status", "error", "stored", "n", "head", "batch_size", "seconds", "images_per_s"]
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df:
+            df[c] = None
+    return df[cols + [c for c in df.columns if c not in cols]]

@@ -1,0 +1,91 @@
+"""Resumable chunk staging for one (model, split) extraction under STORE/.staging/extract/.
+
+Each chunk file holds the head outputs and embeddings of a contiguous run of examples
+``[start, start + count)`` and the batch size that produced them; files are written to a
+temporary name and renamed, so a kill -9 leaves either a whole chunk or none. A resumed run
+reuses the recorded batch size, so on CPU it recomputes exactly the batches an uninterrupted
+run would have computed (bit-identical arrays).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+
+def fingerprint(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ChunkDir:
+    """The staging folder of one extraction job."""
+
+    def __init__(self, store_path, key: str, fp: str):
+        self.path = Path(store_path) / ".staging" / "extract" / key
+        self.fp = fp
+
+    def open(self) -> list[dict]:
+        """Create or validate the folder; return the usable chunks (contiguous from 0), dropping stale ones."""
+        meta = self.path / "job.json"
+        if self.path.exists():
+            try:
+                old = json.loads(meta.read_text()).get("fingerprint")
+            except (OSError, json.JSONDecodeError):
+                old = None
+            if old != self.fp:
+                shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not meta.exists():
+            tmp = self.path / f".tmp-{uuid.uuid4().hex}.json"
+            tmp.write_text(json.dumps({"fingerprint": self.fp}))
+            os.replace(tmp, meta)
+        for junk in self.path.glob(".tmp-*"):
+            junk.unlink(missing_ok=True)
+        chunks, end = [], 0
+        for f in sorted(self.path.glob("chunk-*.npz")):
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    start, count, bs = int(z["start"]), int(z["count"]), int(z["batch_size"])
+            except Exception:  # noqa: BLE001 - a torn file cannot exist (atomic rename), but be safe
+                f.unlink(missing_ok=True)
+                continue
+            if start != end:
+                break  # non-contiguous leftovers: recompute from here
+            chunks.append({"file": f, "start": start, "count": count, "batch_size": bs})
+            end = start + count
+        keep = {c["file"] for c in chunks}
+        for f in self.path.glob("chunk-*.npz"):
+            if f not in keep:
+                f.unlink(missing_ok=True)
+        return chunks
+
+    def write(self, start: int, batch_size: int, head: np.ndarray | None, emb: np.ndarray) -> Path:
+        tmp = self.path / f".tmp-{uuid.uuid4().hex}.npz"
+        arrays = {"start": np.int64(start), "count": np.int64(len(emb)), "batch_size": np.int64(batch_size), "emb": emb}
+        if head is not None:
+            arrays["head"] = head
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.path / f"chunk-{start:010d}.npz"
+        os.replace(tmp, final)
+        return final
+
+    def load(self, chunks: list[dict]) -> tuple[np.ndarray | None, np.ndarray]:
+        heads, embs = [], []
+        for c in chunks:
+            with np.load(c["file"], allow_pickle=False) as z:
+                embs.append(z["emb"])
+                if "head" in z.files:
+                    heads.append(z["head"])
+        head = np.concatenate(heads) if heads and len(heads) == len(chunks) else None
+        return head, np.concatenate(embs)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

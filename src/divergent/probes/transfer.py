@@ -1,0 +1,93 @@
+"""Downstream transfer (Section 4.7): linear evaluation of single embeddings and stacked pairs.
+
+The downstream dataset lives in the same store as extra splits named ``<task>/<split>``
+(``digits/train``, ``digits/holdout``, ``digits/test``; ``digits-mosaic/...``; ``voc/...``),
+each holding the models' features of that dataset's images; ``task=None`` uses the plain
+split names (a separate store holding only the downstream dataset). Nothing about the
+upstream splits is used, so the two stay decoupled.
+
+Single-label splits use ``SplitData.labels``; a multi-label split carries its (N, K) 0/1
+targets in ``meta["multi_hot"]`` and, optionally, VOC "difficult" flags in
+``meta["difficult"]`` (same shape; difficult labels are dropped from the probe's loss and
+from AP). Single-label tasks report top-1 accuracy; multi-label tasks the VOC 2007
+11-point mAP (``map11``, the paper's metric) and the all-point mAP (``map_all``).
+A pair is the concatenation of the two L2-normalised embeddings (stacked generalisation).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..conventions import HOLDOUT, TEST, TRAIN, check_fit_split
+from ..errors import DivergentError
+from ..metrics.ranking import voc07_map, voc_map
+from ._io import embeddings, split_data, stratified_subset, targets
+from .lbfgs import sweep_probe
+
+
+def split_name(task: str | None, split: str) -> str:
+    return split if not task else f"{task}/{split}"
+
+
+def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_on: str = TRAIN,
+             select_on: str = HOLDOUT, split: str = TEST, grid=None, max_train: int | None = None,
+             seed: int = 0, allow_fit_on_eval: bool = False, **probe_kw):
+    """Linear evaluation of each model's embedding (and every pair, concatenated) on a task.
+
+    Returns a tidy DataFrame, one row per (embedding, metric): task, kind ('single'/'pair'),
+    a, b, models, dims, metric, value, select_score, lam, converged.
+    """
+    import pandas as pd
+
+    models = list(models)
+    if not models:
+        raise DivergentError("no models given", "pass at least one model with downstream embeddings")
+    if len(set(models)) != len(models):
+        raise DivergentError(f"models repeat: {models}")
+    if select_on == fit_on:
+        raise DivergentError("lam would be selected on the fit split", "use --fit-on train --select-on holdout")
+    check_fit_split(fit_on, split, allow_fit_on_eval)
+    check_fit_split(select_on, split, allow_fit_on_eval)
+    names = {s: split_name(task, s) for s in (fit_on, select_on, split)}
+    sds = {s: split_data(store, n) for s, n in names.items()}
+    tg = {s: targets(sd) for s, sd in sds.items()}
+    multilabel = tg[fit_on][0].ndim == 2
+    if any((t[0].ndim == 2) != multilabel for t in tg.values()):
+        raise DivergentError(f"the splits of task {task!r} mix single- and multi-label targets")
+    K = len(sds[fit_on].class_names)
+    if multilabel:
+        idx = np.arange(sds[fit_on].n) if max_train is None else np.sort(
+            np.random.default_rng(seed).permutation(sds[fit_on].n)[:max_train])
+    else:
+        idx = stratified_subset(tg[fit_on][0], max_train, seed)
+    emb = {m: {s: embeddings(store, m, names[s]) for s in names} for m in models}
+
+    def evaluate(ms):
+        X = {s: np.concatenate([emb[m][s] for m in ms], axis=1) for s in names}
+        yf, df = tg[fit_on]
+        ys, ds = tg[select_on]
+        sw = sweep_probe(
+            X[fit_on][idx], yf[idx], X[select_on], ys, grid, multilabel=multilabel,
+            mask_fit=None if df is None else ~df[idx], mask_sel=None if ds is None else ~ds,
+            n_classes=None if multilabel else K, normalize=False, **probe_kw)
+        z = sw.best.decision_function(X[split])
+        yt, dt = tg[split]
+        if multilabel:
+            vals = {"map11": voc07_map(z, yt, dt), "map_all": voc_map(z, yt, dt)}
+        else:
+            vals = {"accuracy": float((z.argmax(1) == yt).mean())}
+        sel = float(sw.table.loc[sw.table.selected, "select_score"].iloc[0])
+        base = dict(task=task, kind="single" if len(ms) == 1 else "pair", a=ms[0],
+                    b=ms[1] if len(ms) > 1 else None, models="+".join(ms), dims=int(X[split].shape[1]),
+                    split=names[split], select_metric=sw.metric, select_score=sel, lam=sw.best.lam,
+                    converged=bool(sw.table.converged.all()))
+        return [dict(base, metric=k, value=v) for k, v in vals.items()]
+
+    rows = []
+    for m in models:
+        rows += evaluate([m])
+    if pairs:
+        for ma, mb in itertools.combinations(models, 2):
+            rows += evaluate([ma, mb])
+    return pd.DataFrame(rows)

@@ -1,0 +1,213 @@
+"""Study configuration: the TOML schema, validation with errors naming the key and allowed values,
+built-in presets, and the resolved config saved next to the outputs."""
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import DivergentError, suggest
+
+PRESETS = ("fashion-mnist", "fashion-mnist-quick", "cifar10")
+DEFAULT_PRESET = "fashion-mnist"
+EXECUTORS = ("local", "inline", "ray")
+TRANSFER_TASKS = ("digits", "digits-mosaic", "fashion-mnist", "fashion-mnist-mosaic")
+GROUPS = ("builtin", "none")
+
+_ANY = object()
+
+#: section -> key -> (default, check) where check is a type, a tuple of allowed values, or a callable
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "study": {
+        "name": ("study", str),
+        "description": ("", str),
+        "seed": (0, int),
+    },
+    "data": {
+        "dataset": ("fashion-mnist", str),          # a divergent.data.open_dataset source
+        "split": ("test", ("test",)),
+        "fit_on": ("holdout", ("holdout",)),
+        "train_subset": (5000, int),                 # train images whose embeddings feed heads and probes
+        "options": ({}, dict),                       # extra open_dataset options
+    },
+    "zoo": {
+        "recipes": ("fashion-mnist", _ANY),          # a train.zoo name, or a list of recipe names / tables
+        "only": ([], list),                          # keep only these recipe names (short or full)
+        "backbones": ([], list),                     # frozen models: extract embeddings, fit a linear head
+        "pretrained": ([], list),                    # models whose own head fits the label space
+        "input_size": (0, int),                      # frozen backbones' input resolution (0: the model's own)
+        "epochs_scale": (1.0, float),
+    },
+    "base": {
+        "model": ("", str),                          # store name of the base model ('' = the zoo's base recipe)
+        "high_accuracy": ("", str),                  # base of the greedy experiment ('' = the base)
+    },
+    "analysis": {
+        "acc_band": ("auto", _ANY),                  # 'auto' (base accuracy +- band_halfwidth) or [lo, hi]
+        "band_halfwidth": (0.05, float),
+        "n_boot": (1000, int),
+        "groups": ("builtin", _ANY),                 # 'builtin', 'none' or a path to a group file
+        "greedy_max_size": (6, int),
+        "features": (True, bool),
+        "feature_fractions": ([0.0, 0.25, 0.5, 0.75, 1.0], list),
+        "feature_seeds": ([0, 1], list),
+        "dims_steps": ([8, 16, 32, 64, 128], list),
+        "dims_target": ("auto", _ANY),
+        "probe_grid": ([1e-5, 1e-4, 1e-3, 1e-2], list),
+        "transfer": (["digits"], list),
+        "transfer_images": (1797, int),
+    },
+    "run": {
+        "executor": ("local", EXECUTORS),
+        "workers": (2, int),
+        "device": ("cpu", ("cpu", "auto", "cuda")),
+        "torch_threads": (1, int),
+    },
+}
+
+
+def _bad(key: str, value, allowed: str) -> DivergentError:
+    return DivergentError(f"config key {key!r} has invalid value {value!r}", f"allowed: {allowed}")
+
+
+def _check_value(key: str, value, check) -> Any:
+    if check is _ANY:
+        return value
+    if isinstance(check, tuple):
+        if value not in check:
+            raise DivergentError(f"config key {key!r} has invalid value {value!r}",
+                                 f"allowed values: {', '.join(map(repr, check))} ({suggest(str(value), map(str, check), 'value')})")
+        return value
+    if check is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if check is int and isinstance(value, bool) or not isinstance(value, check):
+        raise _bad(key, value, f"a {check.__name__}")
+    return value
+
+
+def validate(raw: dict) -> dict:
+    """Fill defaults and check every key; errors name the bad key and the allowed keys or values."""
+    if not isinstance(raw, dict):
+        raise DivergentError("a study config must be a TOML table")
+    out: dict[str, dict] = {}
+    bad_sections = sorted(set(raw) - set(SCHEMA))
+    if bad_sections:
+        s = bad_sections[0]
+        raise DivergentError(f"unknown config section [{s}]",
+                             f"allowed sections: {', '.join(SCHEMA)} ({suggest(s, SCHEMA, 'section')})")
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise DivergentError(f"config section [{section}] must be a table, not {type(given).__name__}")
+        bad = sorted(set(given) - set(keys))
+        if bad:
+            k = bad[0]
+            raise DivergentError(f"unknown config key '{section}.{k}'",
+                                 f"allowed keys in [{section}]: {', '.join(keys)} ({suggest(k, keys, 'key')})")
+        sec = {}
+        for k, (default, check) in keys.items():
+            sec[k] = _check_value(f"{section}.{k}", given[k], check) if k in given else copy.deepcopy(default)
+        out[section] = sec
+    _cross_checks(out)
+    return out
+
+
+def _cross_checks(c: dict) -> None:
+    a = c["analysis"]
+    band = a["acc_band"]
+    if band != "auto":
+        if not (isinstance(band, list) and len(band) == 2 and all(isinstance(v, (int, float)) for v in band)):
+            raise _bad("analysis.acc_band", band, "'auto' or [LO, HI] (fractions, e.g. [0.85, 0.92], or percents)")
+        lo, hi = (float(v) / 100 if max(band) > 1 else float(v) for v in band)
+        if not 0 <= lo < hi <= 1:
+            raise _bad("analysis.acc_band", band, "LO < HI within [0, 1] (or [0, 100] as percents)")
+        a["acc_band"] = [lo, hi]
+    if not 0 < a["band_halfwidth"] < 1:
+        raise _bad("analysis.band_halfwidth", a["band_halfwidth"], "a fraction in (0, 1), e.g. 0.05")
+    if a["n_boot"] < 0:
+        raise _bad("analysis.n_boot", a["n_boot"], "an integer >= 0 (1000 recommended)")
+    if a["groups"] not in GROUPS and not isinstance(a["groups"], str):
+        raise _bad("analysis.groups", a["groups"], "'builtin', 'none' or a path to a group file")
+    for t in a["transfer"]:
+        if t not in TRANSFER_TASKS:
+            raise _bad("analysis.transfer", t, ", ".join(TRANSFER_TASKS))
+    for f in a["feature_fractions"]:
+        if not isinstance(f, (int, float)) or not 0 <= f <= 1:
+            raise _bad("analysis.feature_fractions", f, "fractions in [0, 1]")
+    if a["dims_target"] != "auto" and not (isinstance(a["dims_target"], (int, float)) and 0 < a["dims_target"] <= 1):
+        raise _bad("analysis.dims_target", a["dims_target"], "'auto' or an accuracy in (0, 1]")
+    if a["greedy_max_size"] < 1:
+        raise _bad("analysis.greedy_max_size", a["greedy_max_size"], "an integer >= 1")
+    if c["run"]["workers"] < 1:
+        raise _bad("run.workers", c["run"]["workers"], "an integer >= 1")
+    if c["data"]["train_subset"] < 10:
+        raise _bad("data.train_subset", c["data"]["train_subset"], "an integer >= 10")
+    r = c["zoo"]["recipes"]
+    if not isinstance(r, (str, list)):
+        raise _bad("zoo.recipes", r, "a zoo name (fashion-mnist, fashion-mnist-quick, cifar10) or a list of recipes")
+    for k in ("backbones", "pretrained"):
+        for m in c["zoo"][k]:
+            if not isinstance(m, (str, dict)):
+                raise _bad(f"zoo.{k}", m, "model names (strings) or tables with a 'model' key")
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise DivergentError(f"unknown study preset {name!r}",
+                             f"presets: {', '.join(PRESETS)} ({suggest(name, PRESETS, 'preset')}); or pass a .toml file")
+    return Path(str(resources.files("divergent") / "presets" / f"{name}.toml"))
+
+
+def load(spec: str | Path | dict | None = None, overrides: dict | None = None) -> dict:
+    """A validated config from a preset name, a TOML path, or a dict (None: the default preset)."""
+    if isinstance(spec, dict):
+        raw = copy.deepcopy(spec)
+        origin = "dict"
+    else:
+        spec = DEFAULT_PRESET if spec is None else str(spec)
+        p = Path(spec)
+        if spec in PRESETS and not p.exists():
+            p = preset_path(spec)
+        elif not p.exists():
+            if p.suffix == ".toml":
+                raise DivergentError(f"config file {spec!r} does not exist", "check the path")
+            preset_path(spec)  # raises with the preset list
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise DivergentError(f"config {p} is not valid TOML: {exc}", "fix the syntax at the line shown") from exc
+        origin = str(p)
+    for dotted, v in (overrides or {}).items():
+        sec, _, key = dotted.partition(".")
+        raw.setdefault(sec, {})[key] = v
+    cfg = validate(raw)
+    cfg["_origin"] = origin
+    return cfg
+
+
+def dumps(cfg: dict) -> str:
+    """The resolved config as TOML (written to OUT/study.resolved.toml)."""
+    lines = [f"# resolved study config (from {cfg.get('_origin', '?')})"]
+    for sec in SCHEMA:
+        lines.append(f"\n[{sec}]")
+        for k, v in cfg[sec].items():
+            lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
+    if v is None:
+        return '""'
+    return _toml(str(v))

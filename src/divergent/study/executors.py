@@ -1,0 +1,130 @@
+"""Executors run work units: in-process, in local worker processes (default), or on Ray.
+
+The runner talks to an executor through two methods only — ``submit(call) -> Future`` and
+``shutdown()`` — so a distributed backend plugs in here, by name, in ``EXECUTORS``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DivergentError, require
+
+
+@dataclass
+class UnitContext:
+    """What a unit function receives besides its params (plain, picklable data)."""
+
+    unit: str
+    out: Path            # the study's output directory
+    store: Path          # the study's store (read it; never write it from a unit)
+    work: Path           # this unit's own output directory (stage files here)
+    deps: dict[str, dict] = field(default_factory=dict)   # dependency unit id -> its result dict
+    config: dict = field(default_factory=dict)
+    torch_threads: int = 1
+    device: str = "cpu"
+
+    def dep(self, prefix: str) -> dict:
+        """The result of the one dependency whose id starts with prefix."""
+        hits = [v for k, v in self.deps.items() if k.startswith(prefix)]
+        if len(hits) != 1:
+            raise DivergentError(f"unit {self.unit!r}: expected one dependency {prefix!r}, found {len(hits)}")
+        return hits[0]
+
+
+@dataclass
+class UnitCall:
+    fn: str
+    ctx: UnitContext
+    params: dict[str, Any]
+
+
+def resolve_fn(dotted: str):
+    mod, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def run_unit_call(call: UnitCall) -> dict:
+    """Execute one unit (in whatever process the executor chose)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(call.ctx.torch_threads))
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, call.ctx.torch_threads))
+    except ImportError:
+        pass
+    result = resolve_fn(call.fn)(call.ctx, **call.params)
+    return result if result is not None else {}
+
+
+class InlineExecutor:
+    """Runs each unit immediately in the calling process (debugging, tests, workers=1)."""
+
+    name = "inline"
+
+    def __init__(self, workers: int = 1):
+        self.workers = 1
+
+    def submit(self, call: UnitCall) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(run_unit_call(call))
+        except BaseException as exc:  # handed to the runner, which records and re-raises
+            f.set_exception(exc)
+        return f
+
+    def shutdown(self) -> None:
+        pass
+
+
+class LocalExecutor:
+    """Local worker processes (spawned, so each has its own torch threads)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 2):
+        import multiprocessing as mp
+
+        self.workers = max(1, int(workers))
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+
+    def submit(self, call: UnitCall) -> Future:
+        return self._pool.submit(run_unit_call, call)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Runs units as Ray tasks (``pip install 'divergent[ray]'``); ray is imported only here."""
+
+    name = "ray"
+
+    def __init__(self, workers: int = 2, address: str | None = None):
+        self.ray = require("ray", "ray")
+        if not self.ray.is_initialized():
+            self.ray.init(address=address, num_cpus=None if address else workers, ignore_reinit_error=True,
+                          log_to_driver=False)
+        self.workers = workers
+        self._remote = self.ray.remote(run_unit_call)
+
+    def submit(self, call: UnitCall) -> Future:
+        return self._remote.remote(call).future()
+
+    def shutdown(self) -> None:
+        pass
+
+
+EXECUTORS = {"inline": InlineExecutor, "local": LocalExecutor, "ray": RayExecutor}
+
+
+def make_executor(name: str, workers: int = 2):
+    if name not in EXECUTORS:
+        raise DivergentError(f"unknown executor {name!r}", f"use one of {', '.join(EXECUTORS)}")
+    if name == "local" and workers <= 1:
+        return InlineExecutor()
+    return EXECUTORS[name](workers=workers)

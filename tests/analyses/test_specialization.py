@@ -1,0 +1,230 @@
+"""Tests of store-level specialization (tables, groups, calibration rules) and `divergent specialize`."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from divergent.analyses import class_groups as cg
+from divergent.analyses.specialization import specialization, specialization_scores, write_tables
+from divergent.errors import DivergentError
+from divergent.metrics.probs import reference_probs
+
+CIFAR = cg.BUILTIN_GROUPS["cifar10"]["classes"]
+NATURE = {CIFAR.index(c) for c in cg.BUILTIN_GROUPS["cifar10"]["groups"]["nature"]}
+
+
+def _logit_row(k: int, top: int, conf: float) -> np.ndarray:
+    """Logits whose softmax (T = 1) puts `conf` on class `top` and the rest evenly elsewhere."""
+    z = np.zeros(k, dtype=np.float32)
+    z[top] = math.log(conf * (k - 1) / (1 - conf))
+    return z
+
+
+def _synthetic(n: int = 800, planted: bool = True, seed: int = 0):
+    """Labels and A/B logits on CIFAR-10 classes. With `planted`, A wins (and is confident) on the
+    nature classes and B on the vehicles; otherwise every class behaves the same."""
+    rng = np.random.default_rng(seed)
+    k = len(CIFAR)
+    labels = np.arange(n) % k
+    la, lb = np.zeros((n, k), np.float32), np.zeros((n, k), np.float32)
+    for i, y in enumerate(labels):
+        a_side = (y in NATURE) if planted else bool(rng.integers(2))
+        # outcome: 0 neither, 1 only the specialist, 2 only the other, 3 both
+        o = rng.choice(4, p=[0.1, 0.3, 0.1, 0.5])
+        spec_ok, other_ok = o in (1, 3), o in (2, 3)
+        spec_conf = 0.9 + rng.uniform(-0.05, 0.05) if o == 1 else 0.6 + rng.uniform(-0.1, 0.1)
+        other_conf = 0.6 + rng.uniform(-0.1, 0.1)
+        wrong = (y + 1 + rng.integers(k - 1)) % k
+        spec = _logit_row(k, y if spec_ok else wrong, spec_conf)
+        other = _logit_row(k, y if other_ok else (y + 1 + rng.integers(k - 1)) % k, other_conf)
+        la[i], lb[i] = (spec, other) if a_side else (other, spec)
+    return labels, la, lb
+
+
+def _make_store(path, labels, la, lb, *, order=None, temps=(1.05, 0.95), fit_on="holdout"):
+    from divergent.store import Store
+
+    n = len(labels)
+    ids = np.array([f"test/{i:05d}" for i in range(n)])
+    if order is not None:
+        labels, la, lb, ids = labels[order], la[order], lb[order], ids[order]
+    st = Store.create(path)
+    with st.writer() as w:
+        w.add_split("test", labels=labels, class_names=CIFAR, ids=ids, dataset="cifar10")
+        w.add_split("holdout", labels=labels[:20], class_names=CIFAR, ids=ids[:20], dataset="cifar10")
+        for name, lg in (("res/a", la), ("clip:b", lb)):
+            w.put(name, "test", logits=lg)
+            w.put(name, "holdout", logits=lg[:20])
+        if temps is not None:
+            w.set_temperature("res/a", temps[0], fit_on=fit_on)
+            w.set_temperature("clip:b", temps[1], fit_on=fit_on)
+    return Store.open(path)
+
+
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory):
+    return _make_store(tmp_path_factory.mktemp("planted") / "st", *_synthetic(planted=True))
+
+
+def test_examples_follow_the_reference_arithmetic(planted_store):
+    res = specialization(planted_store, "res/a", "clip:b", "test", n_boot=50)
+    la = planted_store.array("res/a", "test", "logits")
+    lb = planted_store.array("clip:b", "test", "logits")
+    pa, pb = reference_probs(la, 1.05), reference_probs(lb, 0.95)
+    ex = res.examples
+    np.testing.assert_array_equal(ex["conf_a"], pa.max(axis=1))
+    np.testing.assert_array_equal(ex["phi_deg"], np.degrees(np.arctan2(pa.max(axis=1), pb.max(axis=1))))
+    labels = planted_store.split("test").labels
+    only_a = (pa.argmax(1) == labels) & (pb.argmax(1) != labels)
+    assert (ex["outcome"] == "only_a").sum() == only_a.sum()
+    assert set(res.tables()) == {"examples", "histogram", "summary", "per_class", "groups", "group_test"}
+    assert res.histogram.groupby("outcome", observed=True)["count"].sum()["only_a"] == only_a.sum()
+    assert res.meta["temperature_a"] == 1.05 and res.meta["temperature_b"] == 0.95
+    # each model is more confident where only it is right
+    assert res.score > 5 and res["summary"].set_index("statistic").loc["auc", "value"] > 0.6
+
+
+def test_planted_group_effect_is_detected(planted_store):
+    res = specialization(planted_store, "res/a", "clip:b", "test", groups="builtin", n_boot=50)
+    g = res.groups.set_index("group")
+    assert list(g.index) == ["nature", "anthropogenic"]
+    assert g.loc["nature", "lean_deg"] > 5 and g.loc["anthropogenic", "lean_deg"] < -5
+    t = res.group_test.iloc[0]
+    assert t["statistic"] == "lean_deg" and t["method"] == "exact" and t["n_perm"] == 210
+    assert t["p_value"] <= 1 / 210 + 1e-12 and t["difference"] > 10
+    pc = res.per_class.set_index("class_name")
+    assert pc.loc["cat", "group"] == "nature" and pc.loc["truck", "group"] == "anthropogenic"
+
+
+def test_null_group_effect_is_not_detected(tmp_path):
+    st = _make_store(tmp_path / "st", *_synthetic(planted=False, seed=4))
+    res = specialization(st, "res/a", "clip:b", "test", groups="builtin", n_boot=0)
+    assert res.group_test.iloc[0]["p_value"] > 0.05
+
+
+def test_invariant_to_example_order(tmp_path, planted_store):
+    labels, la, lb = _synthetic(planted=True)
+    perm = np.random.default_rng(9).permutation(len(labels))
+    shuffled = _make_store(tmp_path / "st", labels, la, lb, order=perm)
+    r1 = specialization(planted_store, "res/a", "clip:b", "test", groups="builtin", n_boot=100)
+    r2 = specialization(shuffled, "res/a", "clip:b", "test", groups="builtin", n_boot=100)
+    for name in ("summary", "histogram", "per_class", "groups", "group_test"):
+        pd.testing.assert_frame_equal(r1[name], r2[name], check_exact=False, rtol=1e-12)
+    e1 = r1.examples.sort_values("id").reset_index(drop=True)
+    e2 = r2.examples.sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(e1, e2)
+
+
+def test_needs_temperatures_unless_uncalibrated(tmp_path):
+    st = _make_store(tmp_path / "st", *_synthetic(n=100), temps=None)
+    with pytest.raises(DivergentError, match="divergent calibrate"):
+        specialization(st, "res/a", "clip:b", "test")
+    res = specialization(st, "res/a", "clip:b", "test", calibrated=False, n_boot=10)
+    p = reference_probs(st.array("res/a", "test", "logits"), 1.0)
+    np.testing.assert_array_equal(res.examples["conf_a"], p.max(axis=1))
+
+
+def test_refuses_temperature_fitted_on_evaluated_split(tmp_path):
+    st = _make_store(tmp_path / "st", *_synthetic(n=100), fit_on="test")
+    with pytest.raises(DivergentError, match="fitted on 'test'"):
+        specialization(st, "res/a", "clip:b", "test")
+
+
+def test_bad_names_get_suggestions(planted_store):
+    with pytest.raises(DivergentError, match="did you mean"):
+        specialization(planted_store, "res/aa", "clip:b", "test")
+    with pytest.raises(DivergentError):
+        specialization(planted_store, "res/a", "res/a", "test")
+    with pytest.raises(DivergentError):
+        specialization(planted_store, "res/a", "clip:b", "tst")
+
+
+def test_group_file_and_unknown_class(tmp_path, planted_store):
+    f = tmp_path / "g.toml"
+    f.write_text('[groups]\nfurry = ["cat", "dog", "horse", "deer"]\nother = ["frog", "bird", "ship"]\n')
+    res = specialization(planted_store, "res/a", "clip:b", "test", groups=f, n_boot=0)
+    assert res.groups["group"].tolist() == ["furry", "other"] and res.groups["n_classes"].tolist() == [4, 3]
+    assert pd.isna(res.per_class.set_index("class_name").loc["truck", "group"])
+    assert res.group_test.iloc[0]["n_classes"] == 7
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"x": ["cat", "dgo"], "y": ["truck"]}))
+    with pytest.raises(DivergentError, match="dog"):
+        specialization(planted_store, "res/a", "clip:b", "test", groups=bad, n_boot=0)
+
+
+def test_scores_of_a_pairs_table(planted_store):
+    res = specialization(planted_store, "res/a", "clip:b", "test", n_boot=0)
+    pairs = pd.DataFrame({"model_a": ["res/a", "clip:b"], "model_b": ["clip:b", "res/a"]})
+    sc = specialization_scores(planted_store, pairs, "test")
+    assert sc["specialization_deg"].iloc[0] == pytest.approx(res.score)
+    # swapping A and B mirrors the angles: the score is symmetric, the margins swap
+    assert sc["specialization_deg"].iloc[1] == pytest.approx(res.score)
+    assert sc["a_margin_deg"].iloc[1] == pytest.approx(sc["b_margin_deg"].iloc[0])
+
+
+def test_write_tables(tmp_path, planted_store):
+    res = specialization(planted_store, "res/a", "clip:b", "test", groups="builtin", n_boot=20)
+    (p,) = write_tables(res, tmp_path / "spec.json")
+    doc = json.loads(p.read_text())
+    assert doc["score_deg"] == pytest.approx(res.score) and len(doc["tables"]["examples"]) == 800
+    paths = write_tables(res, tmp_path / "spec.csv")
+    assert sorted(q.name for q in paths) == sorted(f"spec.{t}.csv" for t in res.TABLES)
+    assert len(pd.read_csv(tmp_path / "spec.per_class.csv")) == 10
+
+
+def test_cli_smoke(tmp_path, planted_store):
+    import typer
+    from typer.testing import CliRunner
+
+    from divergent.cli.specialize import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _main():  # a callback keeps `specialize` a subcommand
+        pass
+
+    register(app)
+    out = tmp_path / "o.json"
+    r = CliRunner().invoke(app, ["specialize", str(planted_store.root), "--a", "res/a", "--b", "clip:b",
+                                 "--split", "test", "--groups", "builtin", "--n-boot", "20", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "specialization_deg" in r.output and "nature" in r.output and out.exists()
+    r = CliRunner().invoke(app, ["specialize", str(planted_store.root), "--a", "nope", "--b", "clip:b"])
+    assert r.exit_code == 2 and "unknown model" in r.output
+
+
+# ---- class groups as data -------------------------------------------------------------------------
+
+def test_builtin_groups_match_names_loosely():
+    name, g = cg.builtin_for(["t-shirt_top", "TROUSER", "pullover", "dress", "coat", "sandal", "shirt",
+                              "sneaker", "bag", "ankle-boot"])
+    assert name == "fashion-mnist" and set(g) == {"garments", "footwear", "bags"} and g["bags"] == ["Bag"]
+    groups = cg.BUILTIN_GROUPS["cifar10"]["groups"]
+    assert sorted(groups["nature"] + groups["anthropogenic"]) == sorted(CIFAR)
+    with pytest.raises(DivergentError, match="--groups"):
+        cg.builtin_for(["a", "b"])
+
+
+def test_group_files_in_every_form(tmp_path):
+    classes = ["tench", "goldfish", "car", "plane", "rock"]
+    (tmp_path / "m.json").write_text(json.dumps({"tench": "nature", "goldfish": "nature", "car": "made"}))
+    assert cg.load_groups(tmp_path / "m.json") == {"nature": ["tench", "goldfish"], "made": ["car"]}
+    (tmp_path / "m.csv").write_text("class,group\ncar,made\nplane,made\n")
+    assert cg.load_groups(tmp_path / "m.csv") == {"made": ["car", "plane"]}
+    anc = {"ancestors": {"tench": ["n01440764", "n00015388"], "car": ["n00021939"], "rock": ["n09287968"],
+                         "plane": ["n99999999"]}}
+    (tmp_path / "a.json").write_text(json.dumps(anc))
+    g = cg.load_groups(tmp_path / "a.json")
+    assert g == {"anthropogenic": ["car"], "nature": ["tench", "rock"]}
+    names, idx = cg.group_index(g, classes)
+    assert names == ["anthropogenic", "nature"] and idx.tolist() == [1, -1, 0, -1, 1]
+    with pytest.raises(DivergentError, match="two groups"):
+        cg.group_index({"x": ["car"], "y": ["Car"]}, classes)
+    (tmp_path / "bad.toml").write_text("x = [1, 2")
+    with pytest.raises(DivergentError, match="parse"):
+        cg.load_groups(tmp_path / "bad.toml")
