@@ -25,6 +25,7 @@ _EXPORTS = {
     "pairs": "divergent.analyses.pairs",
     "pair_outcomes": "divergent.analyses.pairs",
     "model_table": "divergent.analyses.pairs",
+    "category_summary": "divergent.analyses.categories",
     "greedy_ensemble": "divergent.analyses.ensembles",
     "base_plus_one": "divergent.analyses.ensembles",
     "specialization": "divergent.analyses.specialization",

@@ -36,28 +36,35 @@ def embeddings(store, model: str, split: str, *, normalize: bool = True) -> np.n
 
 
 def is_multilabel(sd) -> bool:
-    return bool((sd.meta or {}).get("multi_hot") is not None)
+    return np.asarray(sd.labels).ndim == 2
 
 
 def targets(sd):
-    """(labels, difficult) of a split: (N,) class ids and None, or, for a multi-label split,
-    (N, K) 0/1 from ``meta["multi_hot"]`` and the (N, K) bool ``meta["difficult"]`` (or None)."""
-    meta = sd.meta or {}
-    if meta.get("multi_hot") is None:
-        return np.asarray(sd.labels, dtype=np.int64), None
-    Y = np.asarray(meta["multi_hot"], dtype=np.int64)
+    """(labels, difficult) of a split: (N,) class ids and None, or, for a multi-label split
+    (the store's (N, K) multi-hot labels), (N, K) 0/1 and the VOC "difficult" flags as an
+    (N, K) bool array or None. Difficult flags come from ``meta["difficult"]``: either an
+    (N, K) 0/1 nested list or a list of [row, class] pairs."""
+    labels = np.asarray(sd.labels)
+    if labels.ndim == 1:
+        return labels.astype(np.int64), None
+    Y = labels.astype(np.int64)
     K = len(sd.class_names)
     if Y.shape != (sd.n, K) or not np.isin(Y, (0, 1)).all():
-        raise DivergentError(
-            f"split {sd.name!r}: meta['multi_hot'] must be a {sd.n} x {K} matrix of 0/1, got shape {Y.shape}",
-            "re-create the split with one 0/1 row per example and one column per class",
-        )
-    diff = meta.get("difficult")
-    if diff is not None:
-        diff = np.asarray(diff, dtype=bool)
-        if diff.shape != Y.shape:
-            raise DivergentError(f"split {sd.name!r}: meta['difficult'] has shape {diff.shape}, expected {Y.shape}")
-    return Y, diff
+        raise DivergentError(f"split {sd.name!r}: multi-hot labels must be {sd.n} x {K} of 0/1, got shape {Y.shape}",
+                             "re-create the split with one 0/1 row per example and one column per class")
+    diff = (sd.meta or {}).get("difficult")
+    if diff is None:
+        return Y, None
+    arr = np.asarray(diff)
+    if arr.shape == Y.shape:
+        return Y, arr.astype(bool)
+    if arr.ndim == 2 and arr.shape[1] == 2 or arr.size == 0:
+        out = np.zeros(Y.shape, dtype=bool)
+        if arr.size:
+            out[arr[:, 0].astype(int), arr[:, 1].astype(int)] = True
+        return Y, out
+    raise DivergentError(f"split {sd.name!r}: meta['difficult'] has shape {arr.shape}",
+                         f"give an {Y.shape} 0/1 matrix or a list of [row, class] pairs")
 
 
 def stratified_subset(labels, max_n: int | None, seed: int = 0) -> np.ndarray:

@@ -6,10 +6,9 @@ each holding the models' features of that dataset's images; ``task=None`` uses t
 split names (a separate store holding only the downstream dataset). Nothing about the
 upstream splits is used, so the two stay decoupled.
 
-Single-label splits use ``SplitData.labels``; a multi-label split carries its (N, K) 0/1
-targets in ``meta["multi_hot"]`` and, optionally, VOC "difficult" flags in
-``meta["difficult"]`` (same shape; difficult labels are dropped from the probe's loss and
-from AP). Single-label tasks report top-1 accuracy; multi-label tasks the VOC 2007
+Single-label splits have (N,) labels; a multi-label split has the store's (N, K) multi-hot
+labels and, optionally, VOC "difficult" flags in ``meta["difficult"]`` (an (N, K) 0/1 list
+or [row, class] pairs; difficult labels are dropped from the probe's loss and from AP). Single-label tasks report top-1 accuracy; multi-label tasks the VOC 2007
 11-point mAP (``map11``, the paper's metric) and the all-point mAP (``map_all``).
 A pair is the concatenation of the two L2-normalised embeddings (stacked generalisation).
 """

