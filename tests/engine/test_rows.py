@@ -63,3 +63,23 @@ def test_bad_input():
         prepare(np.zeros((2, 3), np.float32), np.array([0, 3]))
     with pytest.raises(DivergentError):
         prepare(np.zeros((2, 3), np.float32), np.array([0, 1]), temperature=0.0)
+
+
+@pytest.mark.parametrize("c", [2, 7, 9, 128, 129, 1000, 1001])
+def test_fused_path_bitwise_equals_numpy_path(c):
+    rng = np.random.default_rng(c)
+    x = (rng.normal(size=(64, c)) * 5).astype(np.float16)
+    x[0] = 0  # a flat row: all ties
+    y = rng.integers(0, c, 64)
+    a = prepare(x, y, 0.77, k=4, path="numpy")
+    b = prepare(x, y, 0.77, k=4, path="fused")
+    for f in ("topi", "topp", "thr", "plabel", "unot", "m", "s", "pred"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    assert prepare(x, y, 0.77, k=4).extra["path"] in ("fused", "numpy")
+
+
+def test_auto_path_is_fused_here():
+    from divergent.engine.prepare import fused_exp_matches_numpy
+
+    # informative: on this machine numba's and numpy's exp are the same libm function
+    assert isinstance(fused_exp_matches_numpy(), bool)

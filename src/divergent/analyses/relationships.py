@@ -111,7 +111,9 @@ def relationships(store, pairs: pd.DataFrame, split: str = TEST, *, n_boot: int 
                 warnings.warn(f"pairs table column {col!r} differs from the per-example recomputation by up to "
                               f"{diff:.3g} (different split, calibration or ensemble rule?)", stacklevel=2)
     category = pairs["category"].to_numpy() if "category" in pairs.columns else None
-    rows = rm.relationship_bootstrap(codes, category, x=x, responses=responses, n_boot=n_boot, level=level, seed=seed)
+    keys = list(pairs[list(_REQUIRED)].astype(str).itertuples(index=False, name=None))
+    rows = rm.relationship_bootstrap(codes, category, x=x, responses=responses, n_boot=n_boot, level=level,
+                                     seed=seed, pair_keys=keys)
     out = pd.DataFrame(rows)
     out.insert(0, "split", split)
     out["calibrated"] = calibrated

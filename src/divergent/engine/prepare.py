@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import DivergentError
 from . import kernels
+from ..metrics.probs import as_logits32, log_probs_from_probs
 from .rows import block_probs, check_kind, gather_probs
 
 DEFAULT_K = 6
@@ -123,40 +124,101 @@ def _check_labels(labels, n: int, c: int) -> np.ndarray:
     return y
 
 
+def _block32(x: np.ndarray, kind: str) -> np.ndarray:
+    """float32 scores the reference arithmetic starts from (probs enter as log(float32(p)))."""
+    if kind == "probs":
+        return as_logits32(log_probs_from_probs(np.asarray(x)))
+    return np.ascontiguousarray(as_logits32(np.asarray(x)))
+
+
+def _summaries_numpy(x, kind, T, y, k, out):
+    p, mb, sb = block_probs(x, kind, T)
+    topi, topp, thr, plabel, unot, m, s = out
+    kernels.topk_rows(p, y, k, topi, topp, thr, plabel, unot)
+    m[:] = mb
+    s[:] = sb
+    return int(np.sum(~(np.isfinite(mb) & np.isfinite(sb) & (sb > 0)))) + int(np.sum(~np.isfinite(p).all(axis=1)))
+
+
+def _summaries_fused(x, kind, T, y, k, out):
+    topi, topp, thr, plabel, unot, m, s = out
+    return kernels.fused_topk_rows(_block32(x, kind), np.float64(T), y, k, topi, topp, thr, plabel, unot, m, s)
+
+
+_EXP_CHECK: bool | None = None
+
+
+def fused_exp_matches_numpy() -> bool:
+    """One-time check that numba's exp is bitwise numpy's on 1M arguments spanning [-750, 0]
+    (true where both call the same libm; false e.g. where numpy uses its own AVX-512 exp)."""
+    global _EXP_CHECK
+    if _EXP_CHECK is None:
+        rng = np.random.default_rng(12345)
+        z = np.concatenate([-rng.random(500_000) * 750.0, -rng.exponential(2.0, 500_000), [0.0, -0.0, -1e-300]])
+        x32 = z.reshape(1, -1).astype(np.float32)
+        e = np.empty(z.size)
+        kernels.exp_into(z, e)
+        _EXP_CHECK = bool(np.array_equal(e, np.exp(z))) and x32.size > 0
+    return _EXP_CHECK
+
+
 def prepare(scores, labels, temperature: float = 1.0, kind: str = "logits", k: int = DEFAULT_K,
-            block: int = DEFAULT_BLOCK, name: str = "") -> PreparedModel:
-    """Stream once over `scores` (N, C) and return the exact summaries of the model."""
+            block: int = DEFAULT_BLOCK, name: str = "", path: str = "auto") -> PreparedModel:
+    """Stream once over `scores` (N, C) and return the exact summaries of the model.
+
+    path: "numpy" computes each block with the reference's own numpy operations; "fused" with one
+    numba pass per row (exp from the same libm, numpy's pairwise row sum); "auto" uses "fused"
+    when its first block is bitwise identical to the numpy path, else "numpy".
+    """
     src = scores if isinstance(scores, ModelSource) else ModelSource(scores, float(temperature), kind, name)
     n, c = src.n, src.n_classes
     if c < 2:
         raise DivergentError(f"{src.name or 'model'} has {c} class(es); the engine needs at least 2")
+    if path not in ("auto", "fused", "numpy"):
+        raise DivergentError(f"unknown path {path!r}", "use auto, fused or numpy")
     y = _check_labels(labels, n, c)
     k = int(min(max(2, k), c))
     topi = np.empty((n, k), dtype=np.int32)
     topp = np.empty((n, k), dtype=np.float64)
     thr, plabel, unot, m, s = (np.empty(n, dtype=np.float64) for _ in range(5))
-    for r0, r1, p, mb, sb in src.blocks(block):
-        if not (np.isfinite(mb).all() and np.isfinite(p).all()):
-            bad = r0 + int(np.flatnonzero(~(np.isfinite(mb) & np.isfinite(p).all(axis=1)))[0])
+    used = path
+    if used == "auto" and not fused_exp_matches_numpy():
+        used = "numpy"
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        x = src.scores[r0:r1]
+        out = (topi[r0:r1], topp[r0:r1], thr[r0:r1], plabel[r0:r1], unot[r0:r1], m[r0:r1], s[r0:r1])
+        if used == "auto":
+            bad = _summaries_numpy(x, src.kind, src.temperature, y[r0:r1], k, out)
+            check = tuple(np.empty_like(a) for a in out)
+            _summaries_fused(x, src.kind, src.temperature, y[r0:r1], k, check)
+            same = all(np.array_equal(a, b) for a, b in zip(out, check))
+            used = "fused" if same else "numpy"
+        elif used == "fused":
+            bad = _summaries_fused(x, src.kind, src.temperature, y[r0:r1], k, out)
+        else:
+            bad = _summaries_numpy(x, src.kind, src.temperature, y[r0:r1], k, out)
+        if bad:
+            ok = np.isfinite(m[r0:r1]) & np.isfinite(s[r0:r1]) & (s[r0:r1] > 0) & np.isfinite(topp[r0:r1]).all(axis=1)
+            row = r0 + int(np.flatnonzero(~ok)[0]) if (~ok).any() else r0
             raise DivergentError(
-                f"{src.name or 'model'}: row {bad} has non-finite scores (NaN, +inf, or all-zero probabilities)",
+                f"{src.name or 'model'}: row {row} has non-finite scores (NaN, +inf, or all-zero probabilities)",
                 "re-extract the model's outputs; the store must hold finite logits",
             )
-        kernels.topk_rows(p, y[r0:r1], k, topi[r0:r1], topp[r0:r1], thr[r0:r1], plabel[r0:r1], unot[r0:r1])
-        m[r0:r1] = mb
-        s[r0:r1] = sb
-    return PreparedModel(src, y, k, topi[:, 0].copy(), topi, topp, thr, plabel, unot, m, s)
+    pm = PreparedModel(src, y, k, topi[:, 0].copy(), topi, topp, thr, plabel, unot, m, s)
+    pm.extra["path"] = used
+    return pm
 
 
 def prepare_many(sources: list[ModelSource], labels, k: int = DEFAULT_K, workers: int = 2,
-                 block: int = DEFAULT_BLOCK, progress: bool = False) -> list[PreparedModel]:
+                 block: int = DEFAULT_BLOCK, progress: bool = False, path: str = "auto") -> list[PreparedModel]:
     """prepare() for many models, `workers` at a time (numpy and the kernels release the GIL)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sources), desc="prepare", disable=not progress, unit="model")
 
     def one(src):
-        out = prepare(src, labels, k=k, block=block)
+        out = prepare(src, labels, k=k, block=block, path=path)
         bar.update(1)
         return out
 

@@ -19,7 +19,8 @@ from .pairs import A_OK, B_OK, ENS_OK, N_CODES, encode, metrics_from_counts
 #: the Figure 2 responses, plotted against error inconsistency
 RESPONSES = ("gain_vs_best", "gain_vs_mean", "ensemble_acc", "conversion_rate")
 STATISTICS = ("slope", "spearman", "within_category_slope")
-_CHUNK = 64
+#: bootstrap weights (resamples x examples) held at once
+_CHUNK_ELEMENTS = 1 << 23
 
 
 def ols_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -87,22 +88,31 @@ def pair_codes(correct_a: np.ndarray, correct_b: np.ndarray, ensemble_correct: n
     return encode(a, b, e)
 
 
-def resampled_counts(codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Outcome-code counts (B, P, 16) under example weights (B, N) (bootstrap multiplicities)."""
+def code_indicator(codes: np.ndarray) -> np.ndarray:
+    """(N, P * 8) float32 one-hot of each pair's 3-bit outcome code (A, B, ensemble correct)."""
     codes = np.asarray(codes, dtype=np.uint8) & (A_OK | B_OK | ENS_OK)
     p, n = codes.shape
+    out = np.zeros((n, p, 8), dtype=np.float32)
+    out[np.arange(n)[:, None], np.arange(p)[None, :], codes.T] = 1.0
+    return out.reshape(n, p * 8)
+
+
+def resampled_counts(codes: np.ndarray, weights: np.ndarray, indicator: np.ndarray | None = None) -> np.ndarray:
+    """Outcome-code counts (B, P, 16) under example weights (B, N) (bootstrap multiplicities).
+
+    One float32 matrix product; integer sums below 2**24 are exact in float32.
+    """
+    p = np.atleast_2d(codes).shape[0]
+    ind = code_indicator(codes) if indicator is None else indicator
     w = np.asarray(weights, dtype=np.float32)
     out = np.zeros((w.shape[0], p, N_CODES), dtype=np.float64)
-    present = np.unique(codes)
-    for k in present:
-        # integer sums < 2**24 are exact in float32
-        out[:, :, k] = w @ (codes == k).T.astype(np.float32)
+    out[:, :, :8] = (w @ ind).reshape(w.shape[0], p, 8)
     return out
 
 
 def relationship_bootstrap(codes: np.ndarray, category: Sequence | None = None, *, x: str = "error_inconsistency",
                            responses: Sequence[str] = RESPONSES, n_boot: int = N_BOOT, level: float = CI_LEVEL,
-                           seed: int = 0) -> list[dict]:
+                           seed: int = 0, pair_keys: Sequence | None = None) -> list[dict]:
     """Slope, Spearman rho and within-category slope of each response against ``x`` over the pairs,
     with percentile intervals from a shared-resample bootstrap.
 
@@ -111,8 +121,9 @@ def relationship_bootstrap(codes: np.ndarray, category: Sequence | None = None, 
     (:func:`metrics.bootstrap.shared_resamples`) used by every pair, recomputes every pair's
     metrics from the resampled code counts (:func:`metrics.pairs.metrics_from_counts`, the
     core's definitions) and then the statistic across pairs. This keeps the dependence between
-    pairs that share a base model and the test examples. Pairs and examples are first put in a
-    canonical order, so the interval depends on neither pair nor example order. The point
+    pairs that share a base model and the test examples. Examples are first put in a canonical
+    order (and pairs too, sorted by ``pair_keys`` such as (model_a, model_b), when given), so
+    the interval does not depend on example order (nor, with keys, on pair order). The point
     estimate drops pairs with a NaN metric; a resample whose statistic is NaN is left out of the
     interval (``n_boot`` in the output counts the finite ones). One dict per (response, statistic):
     response, statistic, estimate, ci_low, ci_high, se, n_pairs, n_examples, n_boot.
@@ -128,23 +139,28 @@ def relationship_bootstrap(codes: np.ndarray, category: Sequence | None = None, 
         if cat.shape != (p,):
             raise DivergentError(f"category must have one entry per pair ({p}), got shape {cat.shape}")
         _, cat_codes = np.unique(cat.astype(str), return_inverse=True)
-    # canonical pair order (by category, then outcome bytes) and example order (columns sorted
-    # lexicographically): the seeded resamples then depend on the set of pairs and the multiset
-    # of per-example outcome vectors only, not on pair or example order
-    order = sorted(range(p), key=lambda i: (0 if cat_codes is None else int(cat_codes[i]), codes[i].tobytes()))
-    codes = codes[order]
-    cat_codes = None if cat_codes is None else cat_codes[order]
+    # canonical order: pairs by `pair_keys` (e.g. model names) when given, then examples by
+    # their outcome vectors (columns sorted lexicographically), so the seeded resamples depend on
+    # the set of pairs and the multiset of per-example outcome vectors, not on either order
+    if pair_keys is not None:
+        if len(pair_keys) != p:
+            raise DivergentError(f"pair_keys must have one entry per pair ({p}), got {len(pair_keys)}")
+        order = sorted(range(p), key=lambda i: pair_keys[i])
+        codes = codes[order]
+        cat_codes = None if cat_codes is None else cat_codes[order]
     codes = codes[:, np.lexsort(codes[::-1])] if n else codes
     counts = np.stack([np.bincount(codes[i], minlength=N_CODES) for i in range(p)]).astype(np.float64)
     point_m = metrics_from_counts(counts)
     point = {r: relationship_stats(point_m[x], point_m[r], cat_codes) for r in responses}
     boot: dict[tuple[str, str], list[np.ndarray]] = {(r, s): [] for r in responses for s in STATISTICS}
     it = shared_resamples(n, n_boot=n_boot, seed=seed)
+    ind = code_indicator(codes) if n_boot > 0 else None
+    chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // max(n, 1)))
     done = 0
     while done < n_boot:
-        m = min(_CHUNK, n_boot - done)
+        m = min(chunk, n_boot - done)
         w = np.stack([np.bincount(next(it), minlength=n) for _ in range(m)])
-        mets = metrics_from_counts(resampled_counts(codes, w))
+        mets = metrics_from_counts(resampled_counts(codes, w, ind))
         for r in responses:
             st = relationship_stats(mets[x], mets[r], cat_codes)
             for s in STATISTICS:
