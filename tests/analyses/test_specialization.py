@@ -195,7 +195,16 @@ def test_cli_smoke(tmp_path, planted_store):
     assert r.exit_code == 0, r.output
     assert "specialization_deg" in r.output and "nature" in r.output and out.exists()
     r = CliRunner().invoke(app, ["specialize", str(planted_store.root), "--a", "nope", "--b", "clip:b"])
-    assert r.exit_code == 2 and "unknown model" in r.output
+    assert isinstance(r.exception, DivergentError) and "unknown model" in str(r.exception)
+
+
+def test_cli_through_divergent_main(planted_store, capsys):
+    from divergent.cli import main
+
+    rc = main(["specialize", str(planted_store.root), "--a", "res/a", "--b", "clip:b", "--n-boot", "10"])
+    assert rc == 0 and "specialization_deg" in capsys.readouterr().out
+    assert main(["specialize", str(planted_store.root), "--a", "res/a", "--b", "clip:bb"]) == 2
+    assert "did you mean" in capsys.readouterr().err
 
 
 # ---- class groups as data -------------------------------------------------------------------------

@@ -158,11 +158,16 @@ def test_archive_directory_reads_only_needed_archive(tmp_path, cifar_members, wr
     assert len(every) == 120 and every.ids[0] == "test/airplane/0000.jpg" and every.ids[-1] == "train/truck/0005.jpg"
 
 
-def test_pickle_and_dataloader_workers(tmp_path, cifar_test_tar):
+def test_pickle_round_trip(cifar_test_tar):
     ds = open_dataset(str(cifar_test_tar), "official-test").subset(np.arange(0, 10_000, 1250))
-    # spawned workers receive the dataset pickled: the view and its reader survive the round trip
+    # spawned DataLoader workers receive the dataset pickled: the view and its reader survive
     clone = pickle.loads(pickle.dumps(ds.mapped(pixels="raw")))
     assert np.array_equal(clone.dataset.ids, ds.ids) and np.array_equal(clone[3][0], ds.raw(3))
+
+
+@pytest.mark.slow  # imports torch (10+ s cold on the shared machine)
+def test_dataloader_workers(cifar_test_tar):
+    ds = open_dataset(str(cifar_test_tar), "official-test").subset(np.arange(0, 10_000, 1250))
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     loader = torch.utils.data.DataLoader(ds.mapped(pixels="raw", with_index=True), batch_size=4, num_workers=2,
@@ -170,3 +175,25 @@ def test_pickle_and_dataloader_workers(tmp_path, cifar_test_tar):
     xs, ys, idx = zip(*loader)
     assert torch.cat(ys).tolist() == ds.labels.tolist() and torch.cat(idx).tolist() == list(range(8))
     assert np.array_equal(torch.cat(xs).numpy()[3], ds.raw(3))
+
+
+def test_stored_modes_normalized(tmp_path, cifar_members):
+    """Palette/RGBA PNGs come back as RGB, 16-bit and grayscale as L; 8-bit pixels unchanged."""
+    from PIL import Image
+
+    from divergent.data.base import decode_bytes
+
+    src = decode_bytes(cifar_members["test/cat/0000.jpg"])
+    root = tmp_path / "modes"
+    (root / "cat").mkdir(parents=True)
+    src.convert("RGBA").save(root / "cat" / "rgba.png")
+    src.convert("P").save(root / "cat" / "palette.png")
+    gray = src.convert("L")
+    gray.save(root / "cat" / "gray.png")
+    Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).save(root / "cat" / "gray16.png")
+    ds = open_dataset(str(root), "all")
+    by = {i.split("/")[-1]: ds.image(k) for k, i in enumerate(ds.ids)}
+    assert by["rgba.png"].mode == "RGB" and np.array_equal(np.asarray(by["rgba.png"]), np.asarray(src))
+    assert by["palette.png"].mode == "RGB"
+    assert by["gray.png"].mode == "L" and np.array_equal(np.asarray(by["gray.png"]), np.asarray(gray))
+    assert by["gray16.png"].mode == "L" and np.array_equal(np.asarray(by["gray16.png"]), np.asarray(gray))

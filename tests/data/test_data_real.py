@@ -27,7 +27,7 @@ def test_cifar_test_archive_official(cifar_test_tar):
     raw = ds.raw(1234)
     assert raw.dtype == np.uint8 and raw.shape == (32, 32, 3)
     assert np.array_equal(raw, np.asarray(im))
-    assert ds.encoded(0)[:2] == b"\xff\xd8"  # JPEG bytes for extraction-side decoding
+    assert ds.encoded(0)[:2] == b"\xff\xd8" and ds.decodes  # JPEG bytes for extraction-side decoding
     d = describe(ds)
     assert d["n"] == 10_000 and d["counts"]["truck"] == 1000
 

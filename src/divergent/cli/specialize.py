@@ -30,15 +30,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Confidence angles of A vs B, how far the only-A and only-B examples separate, per-class margins."""
         from ..analyses.specialization import specialization, write_tables
-        from ..errors import DivergentError
 
-        try:
-            res = specialization(store, a, b, split, groups, n_boot=n_boot, n_perm=n_perm, seed=seed,
-                                 calibrated=not uncalibrated)
-            written = write_tables(res, out) if out is not None else []
-        except DivergentError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
+        # a DivergentError propagates to divergent.cli.main, which prints problem + fix (exit 2)
+        res = specialization(store, a, b, split, groups, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                             calibrated=not uncalibrated)
+        written = write_tables(res, out) if out is not None else []
         typer.echo(f"specialization of {b!r} vs base {a!r} on {split!r} "
                    f"({'calibrated' if not uncalibrated else 'uncalibrated'}):")
         for r in res.summary.itertuples(index=False):

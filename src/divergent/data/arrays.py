@@ -1,6 +1,7 @@
 """Array-backed sources: scikit-learn digits, .npz files and torchvision datasets already on disk."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from .base import ArrayReader, ConcatReader, ImageDataset
 from .splitting import empty_split_error, halves_of, official_plan, thirds_of
 
 DIGITS_CLASSES = tuple(str(d) for d in range(10))
+_DIGITS: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _no_options(what: str, unused: dict) -> None:
@@ -21,10 +23,21 @@ def _no_options(what: str, unused: dict) -> None:
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 scikit-learn digits as uint8 (N, 8, 8) in 0-255 (round(v * 255 / 16)) and int64 labels."""
-    datasets = require("sklearn.datasets", "test")
-    d = datasets.load_digits()
-    images = np.rint(np.asarray(d.images, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
-    return images, np.asarray(d.target, dtype=np.int64)
+    global _DIGITS
+    if _DIGITS is None:
+        # the CSV scikit-learn ships (what load_digits reads), without importing all of sklearn
+        spec = importlib.util.find_spec("sklearn")
+        csv = Path(next(iter(spec.submodule_search_locations)), "datasets", "data", "digits.csv.gz") if spec else None
+        if csv is not None and csv.is_file():
+            table = np.loadtxt(csv, delimiter=",")
+            pixels, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1]
+        else:
+            d = require("sklearn.datasets", "test").load_digits()
+            pixels, target = d.images, d.target
+        images = np.rint(np.asarray(pixels, dtype=np.float64) * (255.0 / 16.0)).astype(np.uint8)
+        images.setflags(write=False)
+        _DIGITS = images, np.asarray(target, dtype=np.int64)
+    return _DIGITS
 
 
 def open_digits(split: str, *, seed: int = SPLIT_SEED, name: str | None = None, on_error: str = "fail", **unused) -> ImageDataset:

@@ -46,7 +46,7 @@ def normalize_mode(img):
             hi = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
             from PIL import Image
 
-            return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+            return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
         return img.convert("L")
     return img.convert("RGB")
 
@@ -102,7 +102,7 @@ class ArrayReader:
         from PIL import Image
 
         a = self.images[j]
-        return Image.fromarray(np.ascontiguousarray(a), mode="L" if a.ndim == 2 else "RGB")
+        return Image.fromarray(np.ascontiguousarray(a))
 
     def encoded(self, j: int) -> bytes | None:
         return None
@@ -223,6 +223,12 @@ class ImageDataset:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def decodes(self) -> bool:
+        """True when image access decodes encoded files (JPEG/PNG); False for pixel-array sources,
+        where raw(i) is a cheap slice and array() returns every pixel."""
+        return bool(getattr(self._reader, "decodes", True))
 
     def _check(self, i: int) -> int:
         i = int(i)

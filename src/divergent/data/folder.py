@@ -357,7 +357,7 @@ def _fast_ustar(path: Path) -> tuple[list[str], list[bytes]] | None:
             size = int(h[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
         except ValueError:
             return None
-        if chk != sum(h[:148]) + 256 + sum(h[156:]):
+        if chk != sum(h) - sum(h[148:156]) + 256:  # checksum field counted as spaces
             return None
         flag = h[156:157]
         if flag not in (b"0", b"\0", b"5", b"1", b"2"):

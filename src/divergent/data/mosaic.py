@@ -50,7 +50,7 @@ class MosaicReader:
     def image(self, j: int):
         from PIL import Image
 
-        return Image.fromarray(self.raw(j), mode="L")
+        return Image.fromarray(self.raw(j))
 
     def encoded(self, j: int) -> None:
         return None

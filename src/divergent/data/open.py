@@ -69,6 +69,8 @@ def open_dataset(source: str, split: str = "test", *, on_error: str = "fail", ve
         from .splitting import empty_split_error
 
         raise empty_split_error(f"{source!r}", split)
+    if np.unique(ds.ids).size != len(ds):
+        raise DivergentError(f"{source!r} gives the same id to two images", "make ids unique (e.g. drop the ids array of an .npz)")
     return ds
 
 
@@ -131,7 +133,7 @@ def _dispatch(source: str, split: str, **kw) -> ImageDataset:
 
 def check_images(ds: ImageDataset, on_error: str = "fail") -> ImageDataset:
     """Decode every image once; under 'skip' drop the bad ones (recorded in .skipped), else raise."""
-    if not len(ds) or not getattr(ds._reader, "decodes", True):
+    if not len(ds) or not ds.decodes:
         return ds  # pixel arrays cannot be corrupt
     keep = np.ones(len(ds), dtype=bool)
     skipped = list(ds.skipped)

@@ -23,6 +23,11 @@ SPLIT_NAMES = (*SPLITS, OFFICIAL_TEST, ALL)
 def check_split(split: str, extra: tuple[str, ...] = ()) -> str:
     """Validate a split name (the conventions' three, 'official-test', 'all', plus source extras)."""
     names = (*SPLIT_NAMES, *extra)
+    if split not in names and split in ("val", "valid", "validation", "trainval"):
+        raise DivergentError(
+            f"split {split!r} is a Pascal VOC image set; this source does not have it",
+            "use 'holdout' (the validation split everything is fitted or selected on), 'train' or 'test'",
+        )
     if split not in names:
         raise DivergentError(f"unknown split {split!r}", f"use one of {', '.join(names)} ({suggest(split, names, 'split')})")
     return split
@@ -64,6 +69,7 @@ def halves_of(test_labels: np.ndarray, split: str, seed: int = SPLIT_SEED) -> np
 
 def thirds_of(labels: np.ndarray, split: str, seed: int = SPLIT_SEED) -> np.ndarray:
     """Positions of split (train/holdout/test/all) under the no-official-split rule."""
+    check_split(split)
     if split == ALL:
         return np.arange(len(labels))
     if split == OFFICIAL_TEST:

@@ -101,6 +101,7 @@ def greedy_select(fit: list[PreparedModel], base: int, pool: list[int] | None = 
     steps = [GreedyStep(1, base, names[base], int(b.correct.sum()), b.accuracy, b.nll(),
                         _ens_accuracy(Se, ye, 1, block) if Se is not None else None, 0)]
     chosen = {base}
+    kernels.warmup()
     bar = tqdm(total=max_size - 1, desc="greedy", disable=not progress, unit="step")
     ex = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:

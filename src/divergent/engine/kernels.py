@@ -179,44 +179,87 @@ def max_excluding_label(S, labels, us, cs):
 
 
 @njit(nogil=True, cache=True)
-def pairwise_sum(a, lo, n):
-    """numpy's pairwise summation of a[lo:lo+n] (the order of float64 add.reduce on a contiguous row),
-    so the row sums here are bitwise numpy's; checked at run time by rows.fused_matches_numpy."""
+def _pairwise_leaf(a, lo, n):
     if n < 8:
         res = 0.0
         for i in range(lo, lo + n):
             res += a[i]
         return res
-    elif n <= 128:
-        r0 = a[lo]
-        r1 = a[lo + 1]
-        r2 = a[lo + 2]
-        r3 = a[lo + 3]
-        r4 = a[lo + 4]
-        r5 = a[lo + 5]
-        r6 = a[lo + 6]
-        r7 = a[lo + 7]
-        i = 8
-        stop = n - (n % 8)
-        while i < stop:
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    else:
-        n2 = n // 2
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    i = 8
+    stop = n - (n % 8)
+    while i < stop:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(nogil=True, cache=True)
+def pairwise_sum(a, lo, n):
+    """numpy's pairwise summation of a[lo:lo+n] (the order of float64 add.reduce on a contiguous row:
+    blocks of <= 128 with 8 accumulators, larger ranges split at n/2 rounded down to a multiple of 8),
+    evaluated without recursion. Checked against numpy at run time (prepare, path="auto")."""
+    if n <= 128:
+        return _pairwise_leaf(a, lo, n)
+    slo = np.empty(64, dtype=np.int64)
+    sn = np.empty(64, dtype=np.int64)
+    sst = np.empty(64, dtype=np.int64)
+    vals = np.empty(64, dtype=np.float64)
+    sp = 0
+    vsp = 0
+    slo[0] = lo
+    sn[0] = n
+    sst[0] = 0
+    sp = 1
+    while sp > 0:
+        t = sp - 1
+        cl = slo[t]
+        cn = sn[t]
+        if cn <= 128:
+            sp -= 1
+            vals[vsp] = _pairwise_leaf(a, cl, cn)
+            vsp += 1
+            continue
+        n2 = cn // 2
         n2 -= n2 % 8
-        return pairwise_sum(a, lo, n2) + pairwise_sum(a, lo + n2, n - n2)
+        if sst[t] == 0:
+            sst[t] = 1
+            slo[sp] = cl
+            sn[sp] = n2
+            sst[sp] = 0
+            sp += 1
+        elif sst[t] == 1:
+            sst[t] = 2
+            slo[sp] = cl + n2
+            sn[sp] = cn - n2
+            sst[sp] = 0
+            sp += 1
+        else:
+            sp -= 1
+            right = vals[vsp - 1]
+            left = vals[vsp - 2]
+            vsp -= 2
+            vals[vsp] = left + right
+            vsp += 1
+    return vals[0]
 
 
 @njit(nogil=True, cache=True)
@@ -271,3 +314,33 @@ def fused_topk_rows(x32, temperature, labels, k, topi, topp, thr, plabel, unot, 
 def exp_into(z, out):
     for i in range(z.size):
         out[i] = np.exp(z[i])
+
+
+_WARM = False
+
+
+def warmup() -> None:
+    """Compile (or load from cache) every kernel in the calling thread, with the argument types the
+    engines use, before worker threads call them (concurrent first calls can crash numba)."""
+    global _WARM
+    if _WARM:
+        return
+    n, c, k = 3, 5, 2
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(c), size=n)
+    y = np.zeros(n, dtype=np.int64)
+    topi = np.empty((n, k), np.int32)
+    topp = np.empty((n, k))
+    v = [np.empty(n) for _ in range(5)]
+    topk_rows(p, y, k, topi, topp, v[0], v[1], v[2])
+    fused_topk_rows(np.ones((n, c), np.float32), np.float64(1.0), y, k, topi, topp, v[0], v[1], v[2], v[3], v[4])
+    pred = topi[:, 0].copy()
+    codes = np.empty(n, np.uint8)
+    pend = np.empty(n, np.uint8)
+    pair_tier1(pred, topi, topp, v[0], pred, topi, topp, v[0], y, codes, pend)
+    us = np.empty(n)
+    cs = np.empty(n, np.int64)
+    max_excluding_label(p, y, us, cs)
+    greedy_tier1(p, y, us, cs, np.float64(2.0), v[1], v[2], topi, topp, codes, np.empty(n), pend)
+    exp_into(np.zeros(3), np.empty(3))
+    _WARM = True

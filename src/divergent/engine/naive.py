@@ -67,8 +67,10 @@ def greedy_reference(probs_fit: list[np.ndarray], labels_fit, base: int, pool=No
         cands = pool if replacement else [j for j in pool if j not in members]
         if not cands:
             break
-        scored = [(-evaluate(members + [j], probs_fit, y)[0], evaluate(members + [j], probs_fit, y)[1], names[j], j)
-                  for j in cands]
+        scored = []
+        for j in cands:
+            acc, nll = evaluate(members + [j], probs_fit, y)
+            scored.append((-acc, nll, names[j], j))
         j = min(scored)[3]
         members.append(j)
         out.append(row(members))

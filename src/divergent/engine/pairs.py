@@ -97,6 +97,7 @@ def all_pair_codes(prepared: list[PreparedModel], pairs: Iterable[tuple[int, int
         codes, ng, nf = pair_codes(prepared[a], prepared[b], check=False)
         return PairResult(a, b, codes, ng, nf)
 
+    kernels.warmup()
     bar = tqdm(total=len(pairs), desc="pairs", disable=not progress, unit="pair")
     try:
         if workers <= 1:

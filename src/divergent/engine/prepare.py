@@ -215,6 +215,7 @@ def prepare_many(sources: list[ModelSource], labels, k: int = DEFAULT_K, workers
     """prepare() for many models, `workers` at a time (numpy and the kernels release the GIL)."""
     from tqdm.auto import tqdm
 
+    kernels.warmup()
     bar = tqdm(total=len(sources), desc="prepare", disable=not progress, unit="model")
 
     def one(src):

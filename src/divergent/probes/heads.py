@@ -27,8 +27,8 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
 
     Returns a dict: model, name, lam, C, n_fit, select_accuracy, converged, ``sweep`` (one
     row per lam) and ``splits`` (one row per written split: split, n, accuracy).
-    Logits are written for every split with this model's features and the fit split's
-    label space (or the given ``splits``). Existing logits are only replaced with ``force``.
+    Logits are written for every split with this model's features, the fit split's dataset
+    and its (single-label) label space, or for the given ``splits``. Existing logits are only replaced with ``force``.
     """
     if select_on == fit_on:
         raise DivergentError(f"lam would be selected on the split it is fitted on ({fit_on!r})",
@@ -42,10 +42,9 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
                              "select on a split of the same dataset as the fit split")
     out = name or model
     if splits is None:
-        splits = [s for s in store.splits if store.has(model, s, "features")
-                  and list(store.split(s).class_names) == list(fit_sd.class_names)]
+        splits = [s for s in store.splits if store.has(model, s, "features") and _same_space(store.split(s), fit_sd)]
     for s in splits:
-        if list(split_data(store, s).class_names) != list(fit_sd.class_names):
+        if not _same_space(split_data(store, s), fit_sd):
             raise DivergentError(f"split {s!r} has another label space than {fit_on!r}",
                                  "write the head only to splits of the fit split's dataset")
     if out in store.models and not force:
@@ -87,3 +86,9 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
 
     return dict(model=model, name=out, lam=fit.lam, C=fit.C, n_fit=int(idx.size), select_accuracy=sel_acc,
                 converged=bool(fit.converged), sweep=sw.table, splits=pd.DataFrame(rows))
+
+
+def _same_space(sd, fit_sd) -> bool:
+    """Same dataset, same class names, single-label: the head's logits mean something there."""
+    return (list(sd.class_names) == list(fit_sd.class_names) and np.asarray(sd.labels).ndim == 1
+            and (sd.dataset or "") == (fit_sd.dataset or ""))

@@ -290,7 +290,7 @@ class _Memory:
 
 def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float, max_iter: int,
            ftol: float = 1e-12, c1: float = 1e-4, max_ls: int = 40,
-           gap_rtol: float = 1e-8):
+           gap_rtol: float = 1e-7):
     """Minimise F(theta) from theta (modified in place). Returns (theta, f, gmax, iters, evals, status)."""
     memory.shift(lam, problem.nW)
     f, g = problem.loss_grad(theta, lam)

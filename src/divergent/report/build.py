@@ -297,6 +297,12 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
 
     extra = {k: d[k] for k in ("category_summary", "table1", "angle_summary", "dims_to_target") if k in d}
     write_tables(tables, out, extra=extra)
+    import json
+
+    from ..study.io import atomic_write_text as _awt
+
+    _awt(out / "tables" / "meta.json", json.dumps({**tables.meta, "base": base, "missing": tables.missing,
+                                                   "dims_target": d.get("target")}, indent=1, default=list))
     meta = tables.meta
     meta_html = "<p class=\"meta\">" + H.esc(
         f"Base model: {base}. Dataset: {meta.get('dataset', 'n/a')}. Evaluated on split '{meta.get('split', 'test')}', "

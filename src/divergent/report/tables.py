@@ -141,7 +141,13 @@ def read_tables(out: Path, base: str | None = None) -> ReportTables:
     d = Path(out) / "tables"
     if not (d / "models.parquet").exists():
         raise DivergentError(f"no report tables under {d}", "run `divergent study run` first")
-    kw = {}
+    import json
+
+    meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+    if meta.get("acc_band"):
+        meta["acc_band"] = tuple(meta["acc_band"])
+    kw = {"meta": meta, "missing": meta.pop("missing", {}) or {}}
+    base = base or meta.pop("base", None)
     for name in SCHEMAS:
         p = d / f"{name}.parquet"
         if p.exists():

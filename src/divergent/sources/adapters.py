@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -226,7 +227,8 @@ def timm_preprocess(cfg: dict) -> Preprocess:
     mode = cfg.get("crop_mode") or "center"
     if mode not in ("center", "squash"):
         raise DivergentError(f"timm crop_mode {mode!r} is not supported", "use a model with center or squash cropping")
-    return Preprocess(size=size, crop_pct=float(cfg.get("crop_pct") or 0.875),
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    return Preprocess(size=size, crop_pct=crop_pct, resize=int(math.floor(size / crop_pct)),
                       resize_rule="shorter-then-crop" if mode == "center" else "exact",
                       interpolation=cfg.get("interpolation", "bilinear"), mean=cfg["mean"], std=cfg["std"])
 

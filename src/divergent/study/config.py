@@ -57,7 +57,6 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "dims_target": ("auto", _ANY),
         "probe_grid": ([1e-5, 1e-4, 1e-3, 1e-2], list),
         "transfer": (["digits"], list),
-        "transfer_images": (1797, int),
     },
     "run": {
         "executor": ("local", EXECUTORS),

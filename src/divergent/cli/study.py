@@ -1,0 +1,79 @@
+"""CLI: `divergent study run [CONFIG|PRESET] --out DIR` and `divergent report OUT`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+study_app = typer.Typer(help="Run the paper's study on a zoo: train -> extract -> head -> calibrate -> pairs -> analyses -> report.",
+                        no_args_is_help=True)
+
+
+@study_app.command("run")
+def run_cmd(
+    config: Optional[str] = typer.Argument(None, help="a preset (fashion-mnist [default], fashion-mnist-quick, cifar10) or a TOML file"),
+    out: Path = typer.Option(Path("divergent-study"), "--out", "-o", help="output directory (report, tables, figures, store, log)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default), inline or ray"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="parallel units (default from the config: 2)"),
+    force: list[str] = typer.Option([], "--force", help="rerun a stage or unit even if cached (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set analysis.n_boot=200"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Run (or resume) a study; prints where the report is."""
+    from ..errors import DivergentError
+    from .. import study
+
+    overrides = {}
+    for s in set_:
+        k, sep, v = s.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {s!r}: write KEY=VALUE, e.g. analysis.n_boot=200")
+        import tomllib
+
+        try:
+            overrides[k.strip()] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[k.strip()] = v
+    try:
+        summary = study.run_study(config, out, overrides=overrides, executor=executor, workers=workers,
+                                  progress=progress if progress else False, force=tuple(force),
+                                  echo=typer.echo)
+    except DivergentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@study_app.command("presets")
+def presets_cmd():
+    """List the built-in study presets."""
+    from ..study.config import PRESETS, preset_path
+
+    for p in PRESETS:
+        typer.echo(f"{p}\t{preset_path(p)}")
+
+
+def report_cmd(
+    out: Path = typer.Argument(..., help="a study output directory (with tables/)"),
+    base: Optional[str] = typer.Option(None, "--base", help="the base model (default: the row marked 'base')"),
+):
+    """Rebuild OUT/report.html from the tables under OUT/tables."""
+    from ..errors import DivergentError
+    from ..report import build_report, read_tables
+
+    try:
+        t = read_tables(out, base=base)
+        target = t.meta.pop("dims_target", None)
+        path = build_report(t, out, target=target)
+    except DivergentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"report: {path.resolve()}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `divergent study ...` and `divergent report OUT` to the main app."""
+    app.add_typer(study_app, name="study")
+    app.command("report")(report_cmd)

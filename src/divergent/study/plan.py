@@ -1,0 +1,189 @@
+"""From a validated config to the study's unit graph (train -> extract -> head -> calibrate -> pairs
+-> analyses -> report), and run_study(), the one entry point of `divergent study run`."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cards import CATEGORY_ORDER
+from ..errors import DivergentError
+from . import config as C
+from .graph import Graph, Unit
+from .io import atomic_write_text
+
+S = "divergent.study.stages:"
+A = "divergent.study.analysis_stages:"
+#: feature analyses run for the base and the representative of each of these categories
+FEATURE_CATEGORIES = tuple(c for c in CATEGORY_ORDER if c != "identical")
+
+
+@dataclass
+class ZooPlan:
+    recipes: list[dict]
+    backbones: list[dict]     # {"spec", "name", "input_size"}
+    pretrained: list[dict]
+    base: str
+
+
+def _recipes(cfg: dict) -> list[dict]:
+    z = cfg["zoo"]
+    spec = z["recipes"]
+    if spec in ("", []):
+        return []
+    from ..train import Recipe, recipe_by_name, zoo
+
+    if isinstance(spec, str):
+        rs = zoo(spec)
+    else:
+        rs = [Recipe.from_dict(r) if isinstance(r, dict) else recipe_by_name(r) for r in spec]
+    if z["only"]:
+        keep = set(z["only"])
+        rs = [r for i, r in enumerate(rs) if i == 0 or r.name in keep or r.name.split("/")[-1] in keep]
+    return [r.to_dict() for r in rs]
+
+
+def _models(entries: list, input_size: int) -> list[dict]:
+    out = []
+    for e in entries:
+        e = {"model": e} if isinstance(e, str) else dict(e)
+        if "model" not in e:
+            raise DivergentError(f"zoo entry {e!r} has no 'model' key", "write {model = \"NAME\", input_size = N}")
+        size = int(e.get("input_size", input_size) or 0)
+        try:
+            from ..sources.registry import resolve
+
+            spec_name = resolve(e["model"]).name
+        except Exception:  # noqa: BLE001 - the sources part may be absent; the unit will say why
+            spec_name = e["model"]
+        name = e.get("name") or (f"{spec_name}@{size}px" if size else spec_name)
+        out.append({"spec": e["model"], "name": name, "input_size": size})
+    return out
+
+
+def zoo_plan(cfg: dict) -> ZooPlan:
+    recipes = _recipes(cfg)
+    backbones = _models(cfg["zoo"]["backbones"], cfg["zoo"]["input_size"])
+    pretrained = _models(cfg["zoo"]["pretrained"], cfg["zoo"]["input_size"])
+    names = [r["name"] for r in recipes] + [b["name"] for b in backbones + pretrained]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise DivergentError(f"zoo models share names: {dups}",
+                             "give backbones/pretrained entries distinct names: {model = \"SPEC\", name = \"NAME\"}")
+    base = cfg["base"]["model"] or (recipes[0]["name"] if recipes else "")
+    if not base:
+        raise DivergentError("no base model", "set base.model, or give zoo.recipes (the first recipe is the base)")
+    if base not in names:
+        from ..errors import unknown
+
+        raise unknown("base model (config key 'base.model')", base, names)
+    hb = cfg["base"]["high_accuracy"]
+    if hb and hb not in names:
+        from ..errors import unknown
+
+        raise unknown("high-accuracy base (config key 'base.high_accuracy')", hb, names)
+    return ZooPlan(recipes, backbones, pretrained, base)
+
+
+def plan(cfg: dict) -> Graph:
+    """The unit graph of a study."""
+    zp = zoo_plan(cfg)
+    d, a, seed = cfg["data"], cfg["analysis"], cfg["study"]["seed"]
+    g = Graph()
+    g.add(Unit("data", "data", S + "data_unit", dict(dataset=d["dataset"], train_subset=d["train_subset"], seed=seed,
+                                                      options=d["options"]), cost=0.5))
+    models = []
+    names = {r["name"] for r in zp.recipes}
+    for r in zp.recipes:
+        deps = ["data"] + ([f"train:{r['teacher']}"] if r.get("teacher") in names else [])
+        g.add(Unit(f"train:{r['name']}", "train", S + "train_unit", dict(recipe=r), deps=tuple(deps),
+                   cost=2.0 + r.get("epochs", 1)))
+        g.add(Unit(f"predict:{r['name']}", "extract", S + "predict_unit",
+                   dict(model=r["name"], dataset=d["dataset"], options=d["options"]),
+                   deps=("data", f"train:{r['name']}"), cost=0.5))
+        models.append(f"predict:{r['name']}")
+    for b in zp.backbones:
+        g.add(Unit(f"extract:{b['name']}", "extract", S + "extract_unit",
+                   dict(model=b["spec"], dataset=d["dataset"], options=d["options"], head="features",
+                        input_size=b["input_size"]), deps=("data",), cost=4.0))
+        g.add(Unit(f"head:{b['name']}", "head", S + "head_unit", dict(model=b["name"], grid=a["probe_grid"], seed=seed),
+                   deps=("data", f"extract:{b['name']}"), cost=1.0))
+        models.append(f"head:{b['name']}")
+    for p in zp.pretrained:
+        g.add(Unit(f"extract:{p['name']}", "extract", S + "extract_unit",
+                   dict(model=p["spec"], dataset=d["dataset"], options=d["options"], head="logits",
+                        input_size=p["input_size"]), deps=("data",), cost=4.0))
+        models.append(f"extract:{p['name']}")
+    g.add(Unit("calibrate", "calibrate", S + "calibrate_unit", dict(fit_on=d["fit_on"]), deps=tuple(models),
+               main=True, cost=0.5))
+    g.add(Unit("pairs", "pairs", S + "pairs_unit", dict(base=zp.base, split=d["split"], n_boot=a["n_boot"], seed=seed),
+               deps=("calibrate",), cost=0.5))
+    g.add(Unit("angles", "analyses", A + "angles_unit",
+               dict(split=d["split"], groups=a["groups"], n_boot=a["n_boot"], seed=seed), deps=("pairs",), cost=0.5))
+    g.add(Unit("greedy", "analyses", A + "greedy_unit",
+               dict(high_accuracy=cfg["base"]["high_accuracy"], max_size=a["greedy_max_size"]), deps=("pairs",), cost=0.5))
+    feats = []
+    if a["features"]:
+        for cat in FEATURE_CATEGORIES:
+            u = g.add(Unit(f"features:{cat}", "analyses", A + "features_unit",
+                           dict(category=cat, fractions=a["feature_fractions"], seeds=a["feature_seeds"],
+                                dims_steps=a["dims_steps"], grid=a["probe_grid"]), deps=("pairs",), cost=1.5))
+            feats.append(u.id)
+    tr = []
+    if a["transfer"]:
+        kinds = {r["name"]: {"kind": "recipe"} for r in zp.recipes}
+        kinds.update({b["name"]: {"kind": "backbone", "spec": b["spec"], "input_size": b["input_size"]}
+                      for b in zp.backbones})
+        u = g.add(Unit("transfer", "analyses", A + "transfer_unit", dict(tasks=a["transfer"], grid=a["probe_grid"],
+                                                                        kinds=kinds),
+                       deps=("pairs", *[f"train:{r['name']}" for r in zp.recipes]), cost=3.0))
+        tr.append(u.id)
+    g.add(Unit("findings", "analyses", A + "findings_unit",
+               dict(split=d["split"], n_boot=a["n_boot"], seed=seed, max_size=a["greedy_max_size"],
+                    high_accuracy=cfg["base"]["high_accuracy"]),
+               deps=("pairs", "greedy", *feats, *tr), cost=0.5))
+    g.add(Unit("report", "report", A + "report_unit", dict(title=cfg["study"]["description"]),
+               deps=("pairs", "angles", "greedy", *feats, *tr, "findings"), cost=1.0))
+    return g
+
+
+def run_study(spec=None, out="divergent-study", *, overrides: dict | None = None, executor: str | None = None,
+              workers: int | None = None, progress: bool | None = None, force: tuple[str, ...] = (),
+              echo=print):
+    """Run (or resume) a study: returns the runner's RunSummary; OUT/report.html is the report."""
+    from .executors import make_executor
+    from .progress import setup_logging
+    from .runner import run_graph
+
+    cfg = C.load(spec, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.resolved.toml", C.dumps(cfg))
+    log = setup_logging(out)
+    graph = plan(cfg)
+    run = cfg["run"]
+    ex = make_executor(executor or run["executor"], workers or run["workers"])
+    log.info("config %s -> %s; %d units in stages %s", cfg.get("_origin"), out, len(graph), graph.stages())
+    t0 = time.monotonic()
+    summary = run_graph(graph, out, config=cfg, executor=ex, progress=progress, torch_threads=run["torch_threads"],
+                        device=run["device"], force=force, log=log)
+    lines = [f"study '{cfg['study']['name']}' finished in {time.monotonic() - t0:.0f}s: "
+             f"{len(summary.ran)} units ran, {len(summary.cached)} cached, {len(summary.failed)} failed, "
+             f"{len(summary.skipped)} skipped"]
+    for uid, err in summary.failed.items():
+        lines.append(f"  FAILED {uid}: {err.splitlines()[0][:200]}")
+    rep = out / "report.html"
+    if rep.exists() and "report" in summary.results:
+        lines.append(f"report: {rep.resolve()}")
+        lines.append(f"tables: {(out / 'tables').resolve()}  figures: {(out / 'figures').resolve()}")
+    lines.append(f"log: {(out / 'study.log').resolve()}; resolved config: {(out / 'study.resolved.toml').resolve()}")
+    for ln in lines:
+        log.info(ln)
+        if echo:
+            echo(ln)
+    (out / ".study").mkdir(exist_ok=True)
+    atomic_write_text(out / ".study" / "summary.json", json.dumps(
+        {"ran": summary.ran, "cached": summary.cached, "failed": summary.failed, "skipped": summary.skipped,
+         "seconds": summary.seconds}, indent=1))
+    return summary

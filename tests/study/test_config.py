@@ -1,0 +1,75 @@
+"""Config validation: errors name the bad key and the allowed keys or values; presets load and plan."""
+from __future__ import annotations
+
+import pytest
+
+from divergent.errors import DivergentError
+from divergent.study import config as C
+
+
+def test_defaults_fill_and_presets_validate():
+    for p in C.PRESETS:
+        cfg = C.load(p)
+        assert cfg["data"]["split"] == "test" and cfg["data"]["fit_on"] == "holdout"
+    assert C.load(None)["study"]["name"] == "fashion-mnist"
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"analysis": {"n_bot": 10}}, r"unknown config key 'analysis.n_bot'.*n_boot"),
+    ({"anlysis": {}}, r"unknown config section \[anlysis\].*analysis"),
+    ({"run": {"executor": "slurm"}}, r"'run.executor'.*'local', 'inline', 'ray'"),
+    ({"data": {"split": "holdout"}}, r"'data.split'.*'test'"),
+    ({"analysis": {"acc_band": [0.9, 0.8]}}, r"'analysis.acc_band'"),
+    ({"analysis": {"acc_band": "wide"}}, r"'analysis.acc_band'.*'auto'"),
+    ({"analysis": {"n_boot": "many"}}, r"'analysis.n_boot'.*int"),
+    ({"analysis": {"transfer": ["voc"]}}, r"'analysis.transfer'.*digits"),
+    ({"run": {"workers": 0}}, r"'run.workers'"),
+    ({"analysis": {"feature_fractions": [0.5, 2]}}, r"'analysis.feature_fractions'"),
+])
+def test_errors_name_key_and_allowed(raw, match):
+    with pytest.raises(DivergentError, match="(?s)" + match):
+        C.validate(raw)  # noqa
+
+
+def test_percent_band_is_converted():
+    assert C.validate({"analysis": {"acc_band": [74, 78]}})["analysis"]["acc_band"] == [0.74, 0.78]
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(DivergentError, match="(?s)unknown study preset 'fashion-mnst'.*fashion-mnist"):
+        C.load("fashion-mnst")
+    with pytest.raises(DivergentError, match="does not exist"):
+        C.load(str(tmp_path / "nope.toml"))
+
+
+def test_bad_toml_says_so(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text("[study\nname=1")
+    with pytest.raises(DivergentError, match="not valid TOML"):
+        C.load(str(p))
+
+
+def test_resolved_config_roundtrips(tmp_path):
+    import tomllib
+
+    cfg = C.load("cifar10")
+    again = C.validate(tomllib.loads(C.dumps(cfg)))
+    assert {k: again[k] for k in C.SCHEMA} == {k: cfg[k] for k in C.SCHEMA}
+
+
+def test_plan_unknown_base_suggests(tmp_path):
+    from divergent.study import plan
+
+    cfg = C.load("fashion-mnist-quick", {"base.model": "fmnist-quick/cnn-bse"})
+    with pytest.raises(DivergentError, match="cnn-base"):
+        plan(cfg)
+
+
+def test_plan_has_every_stage_in_order():
+    from divergent.study import plan
+
+    g = plan(C.load("fashion-mnist-quick"))
+    assert g.stages() == ["data", "train", "extract", "head", "calibrate", "pairs", "analyses", "report"]
+    assert [u.id for u in g][-1] == "report"
+    # expensive analyses are scoped: one feature unit per category, not per pair
+    assert sum(u.id.startswith("features:") for u in g) == 6

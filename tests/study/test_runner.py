@@ -1,0 +1,120 @@
+"""Unit caching: a rerun does nothing; changing one input redoes only its dependents; an
+interrupted run resumes; a failing unit skips its dependents and the rest carries on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from divergent.study import Graph, InlineExecutor, Unit, run_graph
+
+T = "toy_units:"
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+def graph(a=1, b=2, crash_flag="", with_boom=False) -> Graph:
+    g = Graph()
+    g.add(Unit("src:a", "train", T + "source", {"value": a}))
+    g.add(Unit("src:b", "train", T + "source", {"value": b}))
+    g.add(Unit("dbl:a", "extract", T + "double", {"crash_flag": crash_flag}, deps=("src:a",)))
+    g.add(Unit("dbl:b", "extract", T + "double", {}, deps=("src:b",)))
+    g.add(Unit("sum", "pairs", T + "double", {}, deps=("dbl:a", "dbl:b")))
+    g.add(Unit("parity", "report", T + "parity", {}, deps=("src:a",)))
+    if with_boom:
+        g.add(Unit("boom", "analyses", T + "boom", {}, deps=("src:b",)))
+        g.add(Unit("after-boom", "report", T + "parity", {}, deps=("boom",)))
+    return g
+
+
+def calls(out: Path) -> list[str]:
+    p = out / "calls.log"
+    lines = p.read_text().split() if p.exists() else []
+    p.unlink(missing_ok=True)
+    return lines
+
+
+def run(g, out):
+    return run_graph(g, out, executor=InlineExecutor(), progress=False)
+
+
+def test_first_run_then_rerun_does_nothing(tmp_path):
+    s = run(graph(), tmp_path)
+    assert sorted(calls(tmp_path)) == sorted(["src:a", "src:b", "dbl:a", "dbl:b", "sum", "parity"])
+    assert s.results["sum"]["value"] == 12
+    s2 = run(graph(), tmp_path)
+    assert calls(tmp_path) == [] and len(s2.cached) == 6 and s2.results["sum"]["value"] == 12
+
+
+def test_changing_one_input_redoes_only_dependents(tmp_path):
+    run(graph(), tmp_path)
+    calls(tmp_path)
+    s = run(graph(b=5), tmp_path)
+    assert sorted(calls(tmp_path)) == ["dbl:b", "src:b", "sum"]
+    assert s.results["sum"]["value"] == 2 * (2 + 10)
+    assert set(s.cached) == {"src:a", "dbl:a", "parity"}
+
+
+def test_same_output_does_not_invalidate_downstream(tmp_path):
+    g = graph()
+    run(g, tmp_path)
+    calls(tmp_path)
+    # a change to a unit's params that yields identical outputs reruns it but not its dependents
+    g2 = graph()
+    g2.units["dbl:a"].params = {"crash_flag": str(tmp_path / "never-exists")}
+    run(g2, tmp_path)
+    assert calls(tmp_path) == ["dbl:a"]
+
+
+def test_interrupted_run_resumes(tmp_path):
+    flag = tmp_path / "crash-once"
+    flag.write_text("x")
+    with pytest.raises(KeyboardInterrupt):
+        run(graph(crash_flag=str(flag)), tmp_path)
+    first = calls(tmp_path)
+    assert "dbl:a" in first and "sum" not in first
+    s = run(graph(crash_flag=str(flag)), tmp_path)
+    again = calls(tmp_path)
+    # finished units are not redone; the interrupted one and what it feeds are
+    assert "dbl:a" in again and "sum" in again
+    assert not (set(again) & (set(first) - {"dbl:a"}))
+    assert s.results["sum"]["value"] == 12
+
+
+def test_failure_skips_dependents_and_carries_on(tmp_path):
+    s = run(graph(with_boom=True), tmp_path)
+    assert "boom" in s.failed and "after-boom" in s.skipped
+    assert s.results["sum"]["value"] == 12 and not s.ok
+    assert "this unit always fails" in (tmp_path / "study.log").read_text()
+
+
+def test_local_process_executor(tmp_path):
+    from divergent.study import LocalExecutor
+
+    import os
+    import sys
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    s = run_graph(graph(), tmp_path, executor=LocalExecutor(workers=2), progress=False)
+    assert s.results["sum"]["value"] == 12 and len(s.ran) == 6
+
+
+def test_ray_executor_says_how_to_install(monkeypatch):
+    import builtins
+
+    from divergent.errors import MissingDependencyError
+    from divergent.study import RayExecutor
+
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(MissingDependencyError, match=r"divergent\[ray\]"):
+        RayExecutor(workers=1)
