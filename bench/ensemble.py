@@ -65,13 +65,15 @@ def main(argv=None):
     meta = make_scores(args.cache, args.models, args.n, args.classes, seed=0)
     fit, ev, yf, ye = split_sources(meta)
     base = int(np.argsort(meta["temperatures"])[len(fit) // 2])  # any fixed model
+    c0 = time.process_time()
     with PeakAnon() as mem:
         steps, tp, tg = engine_run(fit, ev, yf, ye, base, args.max_size, args.replacement, args.k,
                                    args.workers, args.progress)
+    cpu = time.process_time() - c0
     print(f"scale: {len(fit)} models, fit {len(yf)} / eval {len(ye)} examples, {args.classes} classes; "
           f"max size {args.max_size}, replacement={args.replacement}")
     print(f"engine: prepare {tp:.1f} s + greedy {tg:.1f} s = {tp + tg:.1f} s; peak RssAnon {mem.peak_gb:.2f} GB; "
-          f"load avg {os.getloadavg()[0]:.1f}")
+          f"CPU time {cpu:.1f} s; load avg {os.getloadavg()[0]:.1f}")
     for s in steps:
         print(f"  size {s.size:2d} +{s.name:<22} fit_acc {s.fit_acc:.4f} eval_acc {s.eval_acc:.4f} "
               f"nll {s.fit_nll:.4f} full-row rows {s.n_fallback}")

@@ -23,12 +23,12 @@ import warnings
 import numpy as np
 
 
-def make_data(n, d, k, seed=0, noise=1.0):
+def make_data(n, d, k, seed=0, noise=6.0):
     rng = np.random.default_rng(seed)
     basis = rng.normal(size=(64, d)) / np.sqrt(64)
     means = rng.normal(size=(k, 64)) @ basis
     y = rng.integers(0, k, size=n)
-    X = means[y] + noise * rng.normal(size=(n, d)) / np.sqrt(d) * 3.0
+    X = means[y] + noise * rng.normal(size=(n, d))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     return X.astype(np.float32), y.astype(np.int64)
 

@@ -45,7 +45,7 @@ def random_store(tmp_path_factory):
         arrays[m] = {}
         for s, y in labels.items():
             z = rng.normal(size=(n, c)) * 2
-            z[np.arange(n), y] += rng.uniform(1.0, 3.0)
+            z[np.arange(n), y] += 3.5 if m == "base" else rng.uniform(1.0, 3.0)
             arrays[m][s] = z.astype(np.float32)
         temps[m] = float(rng.uniform(0.7, 1.5))
     st = _make_store(tmp_path_factory.mktemp("st") / "store", arrays, labels, temps)

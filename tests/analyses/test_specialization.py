@@ -237,3 +237,51 @@ def test_group_files_in_every_form(tmp_path):
     (tmp_path / "bad.toml").write_text("x = [1, 2")
     with pytest.raises(DivergentError, match="parse"):
         cg.load_groups(tmp_path / "bad.toml")
+
+
+# ---- real data ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_fashion_mnist_two_real_models(fmnist_dir, tmp_path):
+    """Two models trained here on real Fashion-MNIST (a linear model and an MLP); built-in groups."""
+    from scipy.special import softmax
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    from divergent.analyses.calibration import calibrate
+    from divergent.data.idx import FMNIST_CLASSES, read_idx
+    from divergent.data.splits import stratified_halves
+    from divergent.store import Store
+
+    xtr = read_idx(fmnist_dir / "train-images-idx3-ubyte.gz")[:6000].reshape(6000, -1) / 255.0
+    ytr = read_idx(fmnist_dir / "train-labels-idx1-ubyte.gz")[:6000].astype(np.int64)
+    xte = read_idx(fmnist_dir / "t10k-images-idx3-ubyte.gz").reshape(10000, -1) / 255.0
+    yte = read_idx(fmnist_dir / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    lin = LogisticRegression(max_iter=200).fit(xtr, ytr)
+    mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=40, random_state=0).fit(xtr, ytr)
+    st = Store.create(tmp_path / "st")
+    with st.writer() as w:
+        for split, idx in zip(("holdout", "test"), stratified_halves(yte)):
+            w.add_split(split, labels=yte[idx], class_names=list(FMNIST_CLASSES),
+                        ids=[f"t10k/{i:05d}" for i in idx], dataset="fashion-mnist")
+            w.put("fmnist/linear", split, logits=lin.decision_function(xte[idx]).astype(np.float32))
+            w.put("fmnist/mlp", split, probs=mlp.predict_proba(xte[idx]).astype(np.float32), renormalize=True)
+    calibrate(tmp_path / "st", fit_on="holdout")
+    st = Store.open(tmp_path / "st")
+    res = specialization(st, "fmnist/mlp", "fmnist/linear", "test", groups="builtin", n_boot=200)
+    # independent recomputation of the angles (scipy softmax of the stored scores / T)
+    test_idx = stratified_halves(yte)[1]
+    za = np.log(np.asarray(st.array("fmnist/mlp", "test", "probs"), np.float64))
+    zb = np.asarray(st.array("fmnist/linear", "test", "logits"), np.float64)
+    ca = softmax(za / st.temperature("fmnist/mlp"), axis=1).max(1)
+    cb = softmax(zb / st.temperature("fmnist/linear"), axis=1).max(1)
+    np.testing.assert_allclose(res.examples["phi_deg"], np.degrees(np.arctan2(ca, cb)), rtol=1e-9)
+    assert res.examples["id"].tolist() == [f"t10k/{i:05d}" for i in test_idx]
+    s = res.summary.set_index("statistic")
+    assert s.loc[["n_only_a", "n_only_b", "n_both", "n_neither"], "value"].sum() == 5000
+    assert s.loc["n_only_a", "value"] > 50 and s.loc["n_only_b", "value"] > 50
+    # calibrated models are each more confident where only they are right
+    assert s.loc["specialization_deg", "ci_low"] > 0 and s.loc["auc", "value"] > 0.5
+    assert res.groups["group"].tolist() == ["garments", "footwear", "bags"]
+    t = res.group_test.iloc[0]
+    assert t["method"] == "exact" and t["n_perm"] == 840 and 0 < t["p_value"] <= 1

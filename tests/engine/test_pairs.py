@@ -98,3 +98,20 @@ def test_kernel_agreeing_models_whose_sums_round_together():
                                np.array([1], np.int32), topi_b, topp_b, np.array([1e-3]),
                                np.array([0]), codes, pending)
     assert npend == 1 and pending[0] == 1 and codes[0] == 8
+
+
+def test_tier2_numba_and_numpy_paths_agree(monkeypatch):
+    from divergent.engine import pairs as pairs_mod
+
+    rng = np.random.default_rng(6)
+    n, c = 1500, 40
+    y = rng.integers(0, c, n)
+    xs = [(rng.normal(size=(n, c)) * 0.8).astype(np.float16), (rng.normal(size=(n, c)) * 0.8).astype(np.float32)]
+    pa, pb = (prepare(x, y, t, k=3) for x, t in zip(xs, (0.9, 1.4)))
+    assert pairs_mod._numba_scores(pa) is not None or not pairs_mod.fused_exp_matches_numpy()
+    fast = pair_codes(pa, pb)
+    monkeypatch.setattr(pairs_mod, "_numba_scores", lambda pm: None)
+    slow = pair_codes(pa, pb)
+    ref = pair_codes_reference(xs[0], xs[1], y, 0.9, 1.4)
+    assert fast[1] > 0 and np.array_equal(fast[0], ref) and np.array_equal(slow[0], ref)
+    assert fast[1:] == slow[1:]

@@ -126,7 +126,7 @@ def test_tflite_float_quant_and_background(shared_dir):
     head, emb = r(_batch(128, n=2).numpy())
     assert head.shape == (2, 1001) and emb.shape == (2, 256) and head.dtype == np.float32
     assert len(r.labels) == 1001 and r.labels[0] == "background"
-    assert abs(head.sum(1) - 1).max() < 0.05  # dequantized uint8 softmax
+    assert (head >= 0).all() and (head.sum(1) <= 1.01).all()  # dequantized uint8 softmax (renormalised later)
     r = load("imagenet/mobilenet_v1_1.0_224_embedding", device="cpu")
     head, emb = r(_batch(224, n=1).numpy())
     assert head is None and emb.shape == (1, 1024)
@@ -134,9 +134,10 @@ def test_tflite_float_quant_and_background(shared_dir):
 
 def test_open_clip_zero_shot_head_random_init():
     pytest.importorskip("open_clip")
-    r = load("open_clip:RN50/random", device="cpu", class_names=["cat", "dog", "ship"], input_size=64)
-    head, emb = r(_batch(64, n=2))
+    r = load("open_clip:RN50/random", device="cpu", class_names=["cat", "dog", "ship"])
+    head, emb = r(_batch(224, n=2))
     assert head.shape == (2, 3) and emb.shape == (2, 1024)
+    assert np.abs(head).max() <= r.provenance["logit_scale"] * (1 + 1e-5)  # scaled cosine similarities
     assert r.labels == ["cat", "dog", "ship"]
 
 

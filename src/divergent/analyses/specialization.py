@@ -29,9 +29,14 @@ GROUP_STATS = ("lean_deg", "a_margin_deg", "b_margin_deg", "specialization_deg")
 # ---- store access -----------------------------------------------------------------------------
 
 def check_split(store, split: str):
+    """The split's data; refuses unknown and multi-label splits (top-1 correctness is undefined)."""
     if split not in store.splits:
         raise unknown("split", split, store.splits)
-    return store.split(split)
+    sd = store.split(split)
+    if np.asarray(sd.labels).ndim != 1:
+        raise DivergentError(f"split {split!r} is multi-label; specialization and ensemble gains need one label per example",
+                             "pick a single-label split")
+    return sd
 
 
 def temperature_of(store, model: str, split: str, calibrated: bool = True) -> float:

@@ -343,4 +343,89 @@ def warmup() -> None:
     max_excluding_label(p, y, us, cs)
     greedy_tier1(p, y, us, cs, np.float64(2.0), v[1], v[2], topi, topp, codes, np.empty(n), pend)
     exp_into(np.zeros(3), np.empty(3))
+    rows = np.arange(n, dtype=np.int64)
+    ens = np.empty(n, np.int64)
+    for xa in (np.zeros((n, c), np.uint32), np.zeros((n, c), np.uint16)):
+        for xb in (np.zeros((n, c), np.uint32), np.zeros((n, c), np.uint16)):
+            pair_tier2(rows, xa, xa.dtype == np.uint16, 1.0, v[3], v[4], topi, topp, v[0],
+                       xb, xb.dtype == np.uint16, 1.0, v[3], v[4], topi, topp, v[0], ens, pend)
     _WARM = True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def half_bits_to_float64(h):
+    """Exact value of an IEEE binary16 given as its uint16 bits."""
+    sign = -1.0 if (h >> 15) & 1 else 1.0
+    e = (h >> 10) & 0x1F
+    mant = h & 0x3FF
+    if e == 0:
+        return sign * np.float64(mant) * 2.0 ** -24
+    if e == 31:
+        return sign * np.inf if mant == 0 else np.nan
+    return sign * (1.0 + np.float64(mant) / 1024.0) * 2.0 ** (np.int64(e) - 15)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def single_bits_to_float64(u):
+    """Exact value of an IEEE binary32 given as its uint32 bits."""
+    sign = -1.0 if (u >> 31) & 1 else 1.0
+    e = (u >> 23) & 0xFF
+    mant = u & 0x7FFFFF
+    if e == 0:
+        return sign * np.float64(mant) * 2.0 ** -149
+    if e == 255:
+        return sign * np.inf if mant == 0 else np.nan
+    return sign * (1.0 + np.float64(mant) / 8388608.0) * 2.0 ** (np.int64(e) - 127)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _score(x, is_half, i, c):
+    """Score (N, C) stored as float16 bits (uint16) or float32 bits (uint32), exactly as float64."""
+    if is_half:
+        return half_bits_to_float64(x[i, c])
+    return single_bits_to_float64(x[i, c])
+
+
+@njit(nogil=True, cache=True)
+def pair_tier2(rows, xa, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
+               xb, half_b, tb, mb, sb, topi_b, topp_b, thr_b, ens, certified):
+    """Exact candidate sums for the rows tier 1 left open: the missing p_b[c] (c in topk_a only)
+    and p_a[c] (c in topk_b only) are recomputed from the scores as the reference does
+    (float32 value / T - m, exp, / s). ens[r] = lowest class with the largest sum; certified[r] = 1
+    iff that sum exceeds fl(thr_a + thr_b) strictly. xa/xb: the bits of float16 (uint16) or float32 (uint32) scores."""
+    k = topi_a.shape[1]
+    for r in range(rows.size):
+        i = rows[r]
+        best = -1.0
+        w = -1
+        for j in range(k):
+            c = topi_a[i, j]
+            vb = -1.0
+            for l in range(k):
+                if topi_b[i, l] == c:
+                    vb = topp_b[i, l]
+                    break
+            if vb < 0.0:
+                z = _score(xb, half_b, i, c)
+                vb = np.exp(np.float64(np.float32(z)) / tb - mb[i]) / sb[i]
+            v = topp_a[i, j] + vb
+            if v > best or (v == best and c < w):
+                best = v
+                w = c
+        for l in range(k):
+            c = topi_b[i, l]
+            inside = False
+            for j in range(k):
+                if topi_a[i, j] == c:
+                    inside = True
+                    break
+            if inside:
+                continue
+            z = _score(xa, half_a, i, c)
+            va = np.exp(np.float64(np.float32(z)) / ta - ma[i]) / sa[i]
+            v = va + topp_b[i, l]
+            if v > best or (v == best and c < w):
+                best = v
+                w = c
+        ens[r] = w
+        certified[r] = 1 if best > thr_a[i] + thr_b[i] else 0

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DivergentError
 from ..metrics.probs import argmax_lowest, ensemble_probs
 from . import kernels
-from .prepare import PreparedModel
+from .prepare import PreparedModel, fused_exp_matches_numpy
 
 
 @dataclass
@@ -52,10 +52,28 @@ def ensemble_argmax_rows(pa: PreparedModel, pb: PreparedModel, rows: np.ndarray)
     return argmax_lowest(ensemble_probs([pa.full_probs(rows), pb.full_probs(rows)]))
 
 
+def _numba_scores(pm: PreparedModel):
+    """The stored scores as an array the tier-2 kernel reads (float32, or float16 as its bits), or
+    None where the numpy path must be used (probabilities, other dtypes, non-contiguous arrays, or
+    a machine where numba's exp is not numpy's)."""
+    x = pm.source.scores
+    if pm.source.kind != "logits" or getattr(x, "ndim", 0) != 2 or not fused_exp_matches_numpy():
+        return None
+    x = np.asarray(x)
+    if not x.flags.c_contiguous:
+        return None
+    if x.dtype == np.float16:
+        return x.view(np.uint16)
+    if x.dtype == np.float32:
+        return x.view(np.uint32)
+    return None
+
+
 def pair_codes(pa: PreparedModel, pb: PreparedModel, check: bool = True) -> tuple[np.ndarray, int, int]:
     """(codes, n_gather, n_fallback) of the pair; codes bitwise equal to the reference decisions."""
     if check:
         _check_pair(pa, pb)
+    kernels.warmup()
     n = pa.n
     codes = np.empty(n, dtype=np.uint8)
     pending = np.empty(n, dtype=np.uint8)
@@ -65,13 +83,22 @@ def pair_codes(pa: PreparedModel, pb: PreparedModel, check: bool = True) -> tupl
         return codes, 0, 0
     rows = np.flatnonzero(pending)
     y = pa.labels[rows]
-    # tier 2: exact sums on the union of both top-k sets
-    cand = np.concatenate([pa.topi[rows], pb.topi[rows]], axis=1).astype(np.int64)
-    sums = pa.gather(rows, cand) + pb.gather(rows, cand)
-    best = sums.max(axis=1)
-    winner = np.where(sums == best[:, None], cand, np.iinfo(np.int64).max).min(axis=1)
-    ok = best > pa.thr[rows] + pb.thr[rows]
-    ens = winner
+    xa, xb = _numba_scores(pa), _numba_scores(pb)
+    if xa is not None and xb is not None:
+        # tier 2 in numba: only the missing one-sided probabilities are recomputed
+        ens = np.empty(rows.size, dtype=np.int64)
+        okb = np.empty(rows.size, dtype=np.uint8)
+        kernels.pair_tier2(rows, xa, xa.dtype == np.uint16, np.float64(pa.source.temperature), pa.m, pa.s,
+                           pa.topi, pa.topp, pa.thr, xb, xb.dtype == np.uint16, np.float64(pb.source.temperature),
+                           pb.m, pb.s, pb.topi, pb.topp, pb.thr, ens, okb)
+        ok = okb.astype(bool)
+    else:
+        # tier 2 in numpy: exact sums on the union of both top-k sets
+        cand = np.concatenate([pa.topi[rows], pb.topi[rows]], axis=1).astype(np.int64)
+        sums = pa.gather(rows, cand) + pb.gather(rows, cand)
+        best = sums.max(axis=1)
+        ens = np.where(sums == best[:, None], cand, np.iinfo(np.int64).max).min(axis=1)
+        ok = best > pa.thr[rows] + pb.thr[rows]
     rows3 = rows[~ok]
     if rows3.size:
         ens = ens.copy()

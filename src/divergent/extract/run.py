@@ -391,9 +391,7 @@ def _ds_name(ds) -> str:
 def _card(spec: ModelSpec, store_name, runner, plan, head_info, ds, split, bs, workers, mapping, input_size) -> ModelCard:
     import platform
 
-    head = "class-mapping" if plan.mapping is not None else ("none" if plan.store == "none" and spec.head != "zero-shot" else spec.head)
-    if plan.store == "none" and spec.head == "zero-shot":
-        head = "none"
+    head = "class-mapping" if plan.mapping is not None else ("none" if plan.store == "none" else spec.head)
     versions = {}
     for mod in ("torch", "timm", "onnxruntime", "open_clip", "transformers"):
         m = sys.modules.get(mod)

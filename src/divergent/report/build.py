@@ -60,7 +60,7 @@ def model_table(models: pd.DataFrame, bp: pd.DataFrame, base: str, band=None) ->
     t["ensemble_acc"] = t["model"].map(j["ensemble_acc"])
     if band is not None:
         t["in_band"] = t["accuracy"].between(band[0], band[1])
-    order = {c: i for i, c in enumerate(["base", *style.category_order(t["category"])])}
+    order = {c: i for i, c in enumerate(["base", *style.category_order(t.loc[t["category"] != "base", "category"])])}
     t = t.sort_values(["category", "accuracy"], key=lambda s: s.map(order) if s.name == "category" else -s)
     cols = ["model", "method", "head", "temperature", "accuracy", "error_inconsistency", "ensemble_acc", "category"]
     cols += [c for c in ("in_band",) if c in t]
@@ -177,8 +177,9 @@ def _sec_features(t: ReportTables, d: dict, figs: dict) -> str:
         parts = [f"{r.model_b} ({style.label(r.category)}): "
                  + (f"{int(r.dims_to_target)} dims" if r.reached else f"not reached within {r.max_dims} dims")
                  for r in dt.itertuples()]
-        body = (f"<p>Dimensions of the base + other embedding needed to reach {H.fmt_pct(d['target'])} test "
-                f"accuracy, most diverse first: {H.esc('; '.join(parts))}.</p>") + body
+        body = (f"<p>Dimensions of the base + other embedding needed for a linear probe to reach {H.fmt_pct(d['target'])} "
+                f"test accuracy (by default the base model's own accuracy), most diverse dimensions first: "
+                f"{H.esc('; '.join(parts))}.</p>") + body
         body += H.table_html(dt, formats=_pct_cols("target", "max_accuracy") | {"dims_to_target": lambda v: "not reached" if not np.isfinite(v) else str(int(v))},
                              left=("model_b", "category"))
     if t.feature_combination is not None and len(t.feature_combination):
@@ -259,7 +260,10 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
     if tables.angles is not None and len(tables.angles):
         d["angle_summary"] = angle_summary(tables.angles)
     if tables.dims_curve is not None and len(tables.dims_curve):
-        d["target"] = float(target) if target is not None else default_target(tables.dims_curve)
+        if target is None:
+            acc = tables.models.set_index("model")["accuracy"]
+            target = float(acc[base]) if base in acc and np.isfinite(acc[base]) else default_target(tables.dims_curve)
+        d["target"] = float(target)
         d["dims_to_target"] = dims_to_target(tables.dims_curve, d["target"])
     if tables.findings is not None:
         c2 = tables.findings[(tables.findings["claim"] == 2) & (tables.findings["scope"] == "all")]

@@ -170,7 +170,7 @@ def fig_specialization(class_spec: pd.DataFrame, group_spec: pd.DataFrame | None
     classes = list(dict.fromkeys(class_spec.sort_values(["group", "class_name"])["class_name"]))
     ng = 2 if group_spec is not None and len(group_spec) else 1
     with _ctx():
-        fig, axes = plt.subplots(1, ng, figsize=(11 if ng == 2 else 7.5, 3.6), squeeze=False,
+        fig, axes = plt.subplots(1, ng, figsize=(11 if ng == 2 else 7.5, 4.6), squeeze=False,
                                  gridspec_kw={"width_ratios": [2.2, 1][:ng]})
         ax = axes[0][0]
         k = len(pairs)
@@ -186,7 +186,7 @@ def fig_specialization(class_spec: pd.DataFrame, group_spec: pd.DataFrame | None
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_ylabel("Specialization separation (degrees)\nφ only-base-right minus φ only-other-right")
         ax.set_title("Fig. 4: per-class specialization")
-        ax.legend(loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, fontsize=7)
         if ng == 2:
             ax2 = axes[0][1]
             gcats = group_spec.drop_duplicates("model_b")
@@ -268,7 +268,8 @@ def fig_features(fc: pd.DataFrame | None, dims: pd.DataFrame | None, target: flo
                         label=f"{style.label(cat)}: {mb}")
             if target is not None and np.isfinite(target):
                 ax.axhline(100 * target, color="black", ls=":", lw=0.9, label=f"target {100 * target:.1f}%")
-            ax.set_xlabel("Dimensions kept, most diverse first")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("Dimensions kept, most diverse first (log scale)")
             ax.set_ylabel("Linear-probe test accuracy (%)")
             ax.set_title("Fig. 6: dimensions to reach the target")
             ax.legend(loc="lower right")
@@ -281,7 +282,8 @@ def fig_transfer(transfer: pd.DataFrame):
     plt = _plt()
     tasks = list(dict.fromkeys(transfer["task"]))
     with _ctx():
-        fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+        n_max = max(int((transfer["task"] == t).sum()) for t in tasks)
+        fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 1.2 + 0.2 * n_max), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             sub = transfer[transfer["task"] == task].sort_values("score")
             colors = [style.OKABE_ITO["blue"] if k == "single" else style.OKABE_ITO["orange"] for k in sub["kind"]]
@@ -297,11 +299,11 @@ def fig_transfer(transfer: pd.DataFrame):
             ax.set_xlabel(f"{metric} on {task} (%)")
             lo = 100 * sub["score"].min()
             ax.set_xlim(max(0, lo - 5), min(100, 100 * sub["score"].max() + 2))
-            ax.set_title(f"Fig. 7: transfer to {task}")
+            ax.set_title(f"Fig. 7: transfer to {task}", pad=22)
             from matplotlib.patches import Patch
 
             ax.legend(handles=[Patch(color=style.OKABE_ITO["blue"], label="single embedding"),
                                Patch(color=style.OKABE_ITO["orange"], label="stacked (concatenated)")],
-                      loc="lower right")
+                      loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
         fig.tight_layout()
     return fig

@@ -307,7 +307,7 @@ def _load_open_clip(spec: ModelSpec, device: str, class_names: list[str] | None 
                 feats.append(t.mean(0))
             text = torch.stack(feats)
             text = text / text.norm(dim=-1, keepdim=True)
-    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+    scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
 
     def forward(x):
         emb = model.encode_image(x).float()

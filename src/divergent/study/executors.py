@@ -50,13 +50,12 @@ def resolve_fn(dotted: str):
 
 def run_unit_call(call: UnitCall) -> dict:
     """Execute one unit (in whatever process the executor chose)."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(call.ctx.torch_threads))
-    try:
-        import torch
+    import sys
 
-        torch.set_num_threads(max(1, call.ctx.torch_threads))
-    except ImportError:
-        pass
+    n = max(1, call.ctx.torch_threads)
+    os.environ["OMP_NUM_THREADS"] = str(n)  # read by torch when a unit first imports it
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
     result = resolve_fn(call.fn)(call.ctx, **call.params)
     return result if result is not None else {}
 

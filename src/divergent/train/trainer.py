@@ -173,13 +173,21 @@ def training_indices(recipe: Recipe) -> np.ndarray:
 
 
 def train_recipe(recipe: Recipe, out_dir, device: str = "auto", progress: bool = True,
-                 until_epoch: int | None = None) -> TrainedModel | None:
+                 until_epoch: int | None = None, threads: int | None = None) -> TrainedModel | None:
     """Train `recipe` (resuming from its checkpoint, or loading it if already finished).
 
     `until_epoch`: stop after this many epochs with the checkpoint saved and return None
-    (budgeted / interrupted runs; call again to continue).
+    (budgeted / interrupted runs; call again to continue). `threads`: torch CPU threads while
+    training (restored afterwards); on a crowded machine 1 is often fastest.
     """
     torch = require("torch", "torch")
+    if threads is not None:
+        prev_threads = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return train_recipe(recipe, out_dir, device=device, progress=progress, until_epoch=until_epoch)
+        finally:
+            torch.set_num_threads(prev_threads)
     device = resolve_device(device)
     model_dir = Path(out_dir) / safe_dirname(recipe.name)
     final, ckpt_path = model_dir / "model.pt", model_dir / "checkpoint.pt"
@@ -203,7 +211,9 @@ def train_recipe(recipe: Recipe, out_dir, device: str = "auto", progress: bool =
 
     teacher_logits = teacher_fn = None
     if recipe.objective == "distillation":
-        teacher = train_recipe(recipe_by_name(recipe.teacher), out_dir, device=device, progress=progress)
+        teacher_dir = Path(out_dir) / safe_dirname(recipe.teacher)
+        teacher = (load_trained(teacher_dir) if (teacher_dir / "model.pt").exists() else
+                   train_recipe(recipe_by_name(recipe.teacher), out_dir, device=device, progress=progress))
         if recipe.augment == "none":
             teacher_logits = torch.from_numpy(predict(teacher, data.images[idx], device=device)[0])
         else:
@@ -345,8 +355,9 @@ def predict(trained: TrainedModel, images_uint8: np.ndarray, device: str = "cpu"
     return logits.numpy().astype(np.float32), feats.numpy().astype(np.float32)
 
 
-def train_zoo(name: str, out_dir, device: str = "auto", progress: bool = True) -> list[TrainedModel]:
+def train_zoo(name: str, out_dir, device: str = "auto", progress: bool = True,
+              threads: int | None = None) -> list[TrainedModel]:
     """Train (or resume, or load) every recipe of a zoo in order; returns the trained models."""
     from .recipes import zoo
 
-    return [train_recipe(r, out_dir, device=device, progress=progress) for r in zoo(name)]
+    return [train_recipe(r, out_dir, device=device, progress=progress, threads=threads) for r in zoo(name)]
