@@ -55,13 +55,13 @@ def main(argv=None):
     ap.add_argument("--replacement", action="store_true")
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--naive-models", type=int, default=12)
-    ap.add_argument("--naive-n", type=int, default=5000)
+    ap.add_argument("--naive-models", type=int, default=24)
+    ap.add_argument("--naive-n", type=int, default=10_000)
     ap.add_argument("--cache", default=None)
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
     if args.small:
-        args.models, args.n = 12, 5000
+        args.models, args.n, args.naive_models, args.naive_n = 12, 5000, 12, 5000
     meta = make_scores(args.cache, args.models, args.n, args.classes, seed=0)
     fit, ev, yf, ye = split_sources(meta)
     base = int(np.argsort(meta["temperatures"])[len(fit) // 2])  # any fixed model

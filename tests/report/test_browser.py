@@ -20,14 +20,15 @@ def _run(args, tmp_path, timeout=90):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
-def test_report_renders_in_chromium(tmp_path):
+def test_report_renders_in_chromium(tmp_path, built_report):
+    check_in_browser(built_report[1], tmp_path, n_figures=7)
+
+
+def check_in_browser(report: Path, tmp_path: Path, n_figures: int) -> None:
+    """Open report in headless chromium: screenshot non-blank with figure colours, no console errors."""
     import numpy as np
     from PIL import Image
 
-    from conftest import make_tables
-    from divergent.report import build_report
-
-    report = build_report(make_tables(), tmp_path / "out")
     shot = tmp_path / "shot.png"
     log = tmp_path / "chrome_debug.log"
     r = _run(["--enable-logging=stderr", "--v=0", "--window-size=1280,4000",
@@ -37,7 +38,7 @@ def test_report_renders_in_chromium(tmp_path):
     assert not console, "console messages:\n" + "\n".join(console)
     # the DOM as rendered: every figure image decoded (an <img> is in the DOM with its data URI)
     dom = _run(["--dump-dom", report.as_uri()], tmp_path).stdout
-    assert dom.count("data:image/png;base64,") == 7 and 'id="findings"' in dom
+    assert dom.count("data:image/png;base64,") == n_figures and 'id="findings"' in dom
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
     assert img.shape[0] >= 1000 and img.shape[1] >= 1000
     # non-blank: many distinct colours, and the Okabe-Ito category colours of the figures appear

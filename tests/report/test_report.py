@@ -12,12 +12,8 @@ from divergent.report.html import fmt_num, fmt_pct, fmt_pp
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from conftest import make_tables
-
-    out = tmp_path_factory.mktemp("report")
-    t = make_tables()
-    path = build_report(t, out)
+def built(built_report):
+    out, path, t = built_report
     return out, path.read_text(), t
 
 
@@ -87,19 +83,22 @@ def test_findings_text_has_numbers(built):
 
 
 def test_missing_optional_section_says_why(tmp_path):
-    from conftest import make_tables
+    from report_fixture import make_tables
 
     t = make_tables()
     t.transfer = None
     t.missing["transfer"] = "no downstream dataset configured"
+    t.angles = t.class_specialization = t.group_specialization = t.feature_combination = t.dims_curve = None
     html = build_report(t, tmp_path).read_text()
     sec = html.split('id="transfer"')[1].split("</section>")[0]
     assert "no downstream dataset configured" in sec
-    assert html.count("data:image/png;base64,") == 6
+    for sid in ("angles", "specialization", "features"):
+        assert "Not available in this run" in html.split(f'id="{sid}"')[1].split("</section>")[0]
+    assert html.count("data:image/png;base64,") == 3
 
 
 def test_bad_table_names_the_columns(tmp_path):
-    from conftest import make_tables
+    from report_fixture import make_tables
 
     t = make_tables()
     t.pairs = t.pairs.drop(columns=["conversion_rate"])

@@ -156,3 +156,17 @@ def test_hf_tiny_random_model(tmp_path):
     with torch.inference_mode():
         want = r.module(pixel_values=r.model_input(x)).logits.numpy()
     np.testing.assert_allclose(head, want, rtol=1e-5, atol=1e-6)
+
+
+def test_torchvision_random_init_hook_embedding():
+    pytest.importorskip("torchvision")
+    r = load("torchvision:resnet18@random", device="cpu", input_size=64)
+    x = _batch(64, n=2)
+    head, emb = r(x)
+    assert head.shape == (2, 1000) and emb.shape == (2, 512)
+    with torch.inference_mode():
+        inp = r.model_input(x)
+        np.testing.assert_array_equal(head, r.module(inp).numpy())
+        m = r.module
+        feats = m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(inp)))))))))
+        np.testing.assert_allclose(emb, feats.flatten(1).numpy(), rtol=1e-6, atol=1e-6)

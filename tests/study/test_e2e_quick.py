@@ -42,6 +42,15 @@ def test_quick_preset_end_to_end(tmp_path, fmnist_dir):
     for p in (out / "tables").glob("*.parquet"):
         assert p.with_suffix(".csv").exists()
     assert (out / "study.resolved.toml").exists() and (out / "study.log").exists()
+    # the real report renders in a headless browser (when Debian chromium is installed)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "report"))
+    from test_browser import CHROMIUM, check_in_browser
+
+    if CHROMIUM is not None:
+        check_in_browser(out / "report.html", tmp_path, n_figures=html.count("data:image/png;base64,"))
     # a rerun does nothing
     s2 = run_study("fashion-mnist-quick", out, progress=False, echo=None)
     assert s2.ran == [] and s2.ok

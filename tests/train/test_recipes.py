@@ -78,3 +78,19 @@ def test_subset_indices_are_disjoint_and_seeded():
     idx = [subset_indices(60000, r.subset, r.limit) for r in subset_models]
     for a, b in itertools.combinations(idx, 2):
         assert np.intersect1d(a, b).size == 0
+
+
+def test_user_zoo_from_toml(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text('[base]\nname = "mine/base"\nfamily = "cnn"\nlimit = 1000\n\n'
+                 '[[model]]\nname = "mine/seed1"\nseed = 1\n\n'
+                 '[[model]]\nname = "mine/mlp"\nfamily = "mlp"\n\n'
+                 '[[model]]\nname = "mine/half"\nsubset = [0, 2]\n')
+    rs = zoo(str(p))
+    base = card_from_recipe(rs[0])
+    assert [category(base, card_from_recipe(r)) for r in rs] == ["identical", "reinit", "architecture", "subset"]
+    assert rs[3].subset == (0, 2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[base]\nname = "b"\nsplit = "test"\n')
+    with pytest.raises(DivergentError, match="train"):
+        zoo(str(bad))

@@ -21,7 +21,6 @@ def run_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Run (or resume) a study; prints where the report is."""
-    from ..errors import DivergentError
     from .. import study
 
     overrides = {}
@@ -35,15 +34,11 @@ def run_cmd(
             overrides[k.strip()] = tomllib.loads(f"v = {v}")["v"]
         except tomllib.TOMLDecodeError:
             overrides[k.strip()] = v
-    try:
-        summary = study.run_study(config, out, overrides=overrides, executor=executor, workers=workers,
-                                  progress=progress if progress else False, force=tuple(force),
-                                  echo=typer.echo)
-    except DivergentError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    # a DivergentError propagates to divergent.cli.main, which prints it with its fix (exit 2)
+    summary = study.run_study(config, out, overrides=overrides, executor=executor, workers=workers,
+                              progress=None if progress else False, force=tuple(force), echo=typer.echo)
     if not summary.ok:
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 @study_app.command("presets")
@@ -60,16 +55,11 @@ def report_cmd(
     base: Optional[str] = typer.Option(None, "--base", help="the base model (default: the row marked 'base')"),
 ):
     """Rebuild OUT/report.html from the tables under OUT/tables."""
-    from ..errors import DivergentError
     from ..report import build_report, read_tables
 
-    try:
-        t = read_tables(out, base=base)
-        target = t.meta.pop("dims_target", None)
-        path = build_report(t, out, target=target)
-    except DivergentError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    t = read_tables(out, base=base)
+    target = t.meta.pop("dims_target", None)
+    path = build_report(t, out, target=target)
     typer.echo(f"report: {path.resolve()}")
 
 

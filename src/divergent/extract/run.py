@@ -185,6 +185,7 @@ def plan_head(spec: ModelSpec, n_out: int | None, labels: list[str] | None, clas
     info = {"model_outputs": n_out, "background_class_dropped": bg}
     if mapping is not None:
         m = load_mapping(mapping) if not isinstance(mapping, dict) else dict(mapping)
+        apply_mapping(np.full((1, k), 1.0 / k), m, list(class_names))  # validate before the long pass
         return HeadPlan("probs", "class mapping", n_out, bg, m, info=info)
     if k == c:
         if own is None or [s.lower() for s in own] == [s.lower() for s in class_names]:

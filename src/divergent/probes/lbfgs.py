@@ -309,6 +309,10 @@ def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float,
             memory.y.clear()
             d = g.neg()
             gd = float(g.dot(d))
+        if memory.s and -0.5 * gd <= 1e-2 * gap_rtol * max(abs(f), 1.0):
+            # the quasi-Newton model predicts less decrease than float32 can resolve in f
+            status = "float32-limit"
+            break
         t = 1.0 if memory.s else min(1.0, 1.0 / max(float(g.abs().sum()), 1e-12))
         accepted = False
         for _ in range(max_ls):
@@ -331,7 +335,7 @@ def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float,
         if (f_old - f) <= ftol * max(abs(f_old), abs(f), 1.0):
             status = "ftol"
             break
-    est_gap = None
+    est_gap = -0.5 * gd if status == "float32-limit" else (0.0 if status == "gtol" else None)
     if status in ("ftol", "line-search-failed"):
         # no decrease measurable in float32: accept if the quasi-Newton estimate of the
         # remaining decrease, -g.d/2 with d = -H g, is below float32 resolution of f

@@ -273,7 +273,7 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
     figs: dict[str, str] = {}
     specs = {
         "fig1_errors": (lambda: F.fig_errors(bp), len(bp) > 0, "Error inconsistency, both correct and both wrong by category."),
-        "fig2_ensembles": (lambda: F.fig_ensembles(bp), len(bp) > 0, "Ensemble accuracy, gain and conversion rate against error inconsistency, coloured by category; dashed: pooled OLS fit."),
+        "fig2_ensembles": (lambda: F.fig_ensembles(bp, tables.meta.get("acc_band")), len(bp) > 0, "Ensemble accuracy, gain and conversion rate against error inconsistency, coloured by category; hollow: the other model is outside the accuracy band; dashed: pooled OLS fit over the in-band pairs."),
         "fig3_angles": (lambda: F.fig_angles(tables.angles, base), tables.angles is not None and len(tables.angles) > 0, "Histograms of φ by outcome for representative pairs."),
         "fig4_specialization": (lambda: F.fig_specialization(tables.class_specialization, tables.group_specialization), tables.class_specialization is not None and len(tables.class_specialization) > 0, "Per-class specialization and class-group summary."),
         "fig5_greedy": (lambda: F.fig_greedy(tables.greedy), tables.greedy is not None and len(tables.greedy) > 0, "Greedy ensemble trajectory: test (solid) and holdout (dashed) accuracy; markers coloured by the added model's category."),

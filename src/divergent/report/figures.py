@@ -96,32 +96,47 @@ def _fit_line(ax, x, y):
         ax.plot(xs, a + b * xs, color="black", lw=0.9, ls="--", label=f"OLS slope {b:.2f}")
 
 
-def fig_ensembles(pairs: pd.DataFrame):
-    """Fig. 2: ensemble accuracy, gain over the best member and conversion rate vs error inconsistency."""
+def fig_ensembles(pairs: pd.DataFrame, band: tuple[float, float] | None = None):
+    """Fig. 2: ensemble accuracy, gain over the best member and conversion rate vs error inconsistency.
+
+    With an accuracy band, pairs whose other model lies outside it are drawn hollow and the pooled
+    OLS line is fitted to the in-band pairs (accuracy differences otherwise masquerade as diversity)."""
     plt = _plt()
     cats = _cats(pairs)
+    inb = (np.ones(len(pairs), bool) if band is None
+           else pairs["acc_b"].astype(float).between(band[0], band[1]).to_numpy())
     panels = [("ensemble_acc", "Ensemble accuracy (%)"),
               ("gain_vs_best", "Ensemble gain over the better member (pp)"),
               ("conversion_rate", "Conversion rate (% of inconsistent\nexamples the ensemble gets right)")]
     with _ctx():
-        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4))
+        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
         for ax, (col, ylab) in zip(axes, panels):
             x_all, y_all = [], []
             for i, c in enumerate(cats):
-                sub = pairs[pairs["category"] == c]
-                x = 100 * sub["error_inconsistency"].to_numpy(float)
-                y = 100 * sub[col].to_numpy(float)
+                m = (pairs["category"] == c).to_numpy()
+                x = 100 * pairs.loc[m, "error_inconsistency"].to_numpy(float)
+                y = 100 * pairs.loc[m, col].to_numpy(float)
                 ok = np.isfinite(y)
-                ax.scatter(x[ok], y[ok], color=style.color(c), marker=style.MARKERS[i % len(style.MARKERS)],
-                           s=26, edgecolor="white", linewidth=0.4, label=style.label(c), zorder=3)
-                x_all += list(x[ok]); y_all += list(y[ok])
+                ib = inb[m]
+                mk = style.MARKERS[i % len(style.MARKERS)]
+                ax.scatter(x[ok & ib], y[ok & ib], color=style.color(c), marker=mk, s=28, edgecolor="white",
+                           linewidth=0.4, label=style.label(c), zorder=3)
+                ax.scatter(x[ok & ~ib], y[ok & ~ib], facecolor="none", edgecolor=style.color(c), marker=mk, s=28,
+                           linewidth=1.0, zorder=3)
+                x_all += list(x[ok & ib]); y_all += list(y[ok & ib])
             _fit_line(ax, np.array(x_all), np.array(y_all))
             if col == "gain_vs_best":
                 ax.axhline(0, color="grey", lw=0.8)
             ax.set_xlabel("Error inconsistency with the base (%)")
             ax.set_ylabel(ylab)
-        axes[0].legend(loc="best")
-        axes[1].set_title("Fig. 2: as errors decorrelate, ensembles gain")
+        h, l = axes[0].get_legend_handles_labels()
+        if band is not None and (~inb).any():
+            from matplotlib.lines import Line2D
+
+            h.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="black",
+                            label=f"outside the band ({100 * band[0]:.1f}-{100 * band[1]:.1f}%)"))
+        axes[0].legend(handles=h, loc="best")
+        axes[1].set_title("Fig. 2: as errors decorrelate, ensembles gain" + (" (line: in-band pairs)" if band else ""))
         fig.tight_layout()
     return fig
 

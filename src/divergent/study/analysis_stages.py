@@ -153,6 +153,21 @@ def greedy_members_correct(store, members: list[str], split: str) -> np.ndarray:
 
 
 def run_greedy(store, base: str, pool: list[str], max_size: int, cats: dict) -> tuple[pd.DataFrame, list[str]]:
+    """divergent.analyses.ensembles.greedy_ensemble (the engine's certified-exact path) when present,
+    else greedy_exact on full probability rows; both follow the same selection rule."""
+    try:
+        from ..analyses.ensembles import greedy_ensemble
+    except ImportError:
+        greedy_ensemble = None
+    if greedy_ensemble is not None and pool:
+        g = call_with(greedy_ensemble, store, base, pool=pool, fit_on=HOLDOUT, split=TEST, max_size=max_size,
+                      workers=1, progress=False)
+        df = pd.DataFrame({"base": base, "size": g["step"].astype(int), "added": g["member"],
+                           "category": ["base"] + [cats.get(m, c) for m, c in zip(g["member"].iloc[1:], g["category"].iloc[1:])],
+                           "holdout_acc": g["fit_acc"].astype(float), "test_acc": g["eval_acc"].astype(float),
+                           "selected": g["best"].astype(bool)})
+        best = int(df.loc[df["selected"], "size"].iloc[0])
+        return df, list(df["added"].iloc[:best])
     y_fit = np.asarray(store.split(HOLDOUT).labels)
     y_ev = np.asarray(store.split(TEST).labels)
     names = [base, *pool]

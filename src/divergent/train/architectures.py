@@ -212,14 +212,14 @@ def build_decoder(*, embed_dim: int, out_channels: int, image_size: int):
     class Decoder(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = nn.Sequential(nn.Linear(embed_dim, 32 * s0 * s0), nn.ReLU(inplace=True))
+            self.fc = nn.Sequential(nn.Linear(embed_dim, 16 * s0 * s0), nn.ReLU(inplace=True))
             self.up = nn.Sequential(
-                nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(inplace=True),
-                nn.ConvTranspose2d(32, out_channels, 4, 2, 1),
+                nn.ConvTranspose2d(16, 16, 4, 2, 1), nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(16, out_channels, 4, 2, 1),
             )
 
         def forward(self, f):
-            return self.up(self.fc(f).view(f.shape[0], 32, s0, s0))
+            return self.up(self.fc(f).view(f.shape[0], 16, s0, s0))
 
     return Decoder()
 

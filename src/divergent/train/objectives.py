@@ -59,7 +59,7 @@ def batch_loss(recipe, model, aux, x01, y, gen, normalize, teacher=None):
     raise ValueError(obj)  # unreachable: Recipe validates objectives
 
 
-def fit_linear_head(features, labels, n_classes: int, l2: float, max_iter: int = 200):
+def fit_linear_head(features, labels, n_classes: int, l2: float, max_iter: int = 100):
     """Multinomial logistic regression on frozen features by full-batch L-BFGS (float64, deterministic).
 
     Minimises mean CE + l2·||W||² on standardised features, then folds the standardisation into
