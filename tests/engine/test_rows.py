@@ -68,9 +68,12 @@ def test_bad_input():
 @pytest.mark.parametrize("c", [2, 7, 9, 128, 129, 1000, 1001])
 def test_fused_path_bitwise_equals_numpy_path(c):
     rng = np.random.default_rng(c)
-    x = (rng.normal(size=(64, c)) * 5).astype(np.float16)
+    x = (rng.normal(size=(96, c)) * 5).astype(np.float16)
     x[0] = 0  # a flat row: all ties
-    y = rng.integers(0, c, 64)
+    x[64:] = np.round(x[64:] / 4)  # integer logits: many exact ties in p
+    x[70, :] = 1e-3
+    x[70, :3] = [2, 2, 2 + 2e-3]
+    y = rng.integers(0, c, 96)
     a = prepare(x, y, 0.77, k=4, path="numpy")
     b = prepare(x, y, 0.77, k=4, path="fused")
     for f in ("topi", "topp", "thr", "plabel", "unot", "m", "s", "pred"):

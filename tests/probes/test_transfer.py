@@ -1,7 +1,6 @@
 """Downstream transfer (Section 4.7): single embeddings, stacked pairs, single- and multi-label."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from divergent.errors import DivergentError

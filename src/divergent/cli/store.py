@@ -26,6 +26,21 @@ def _write_or_print(df, out: Optional[Path], *, floatfmt: str = "{:.4f}") -> Non
     typer.echo(f"wrote {len(df)} rows to {out}")
 
 
+def _read_categories(path: Path) -> dict:
+    import pandas as pd
+
+    from ..cards import CATEGORY_ORDER
+
+    df = pd.read_csv(path)
+    need = {"model_a", "model_b", "category"}
+    if not need <= set(df.columns):
+        raise DivergentError(f"{path} needs columns {sorted(need)}", f"it has {list(df.columns)}")
+    bad = sorted(set(df["category"]) - set(CATEGORY_ORDER))
+    if bad:
+        raise DivergentError(f"unknown categories {bad} in {path}", f"use {', '.join(CATEGORY_ORDER)}")
+    return {(a, b): c for a, b, c in zip(df["model_a"], df["model_b"], df["category"])}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_cmd(
@@ -114,14 +129,16 @@ def register(app: typer.Typer) -> None:
                   uncalibrated: bool = typer.Option(False, "--uncalibrated", help="use T = 1 for every model"),
                   n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the 95% intervals (0: none)"),
                   seed: int = typer.Option(0, "--seed"),
+                  categories: Optional[Path] = typer.Option(None, "--categories", help="CSV (model_a, model_b, category) overriding derived categories"),
                   out: Optional[Path] = typer.Option(None, "--out", help="CSV / Parquet / JSON file")):
         """The pairs table: error inconsistency, ensemble accuracy, conversion rate ... with intervals."""
         from ..analyses.pairs import pairs
 
         if all_pairs and base:
             raise DivergentError("--all and --base exclude each other", "pass one of them")
+        overrides = _read_categories(categories) if categories else None
         df = pairs(store, split=split, base=base, models=models, acc_band=acc_band, calibrated=not uncalibrated,
-                   n_boot=n_boot, seed=seed, progress=True)
+                   n_boot=n_boot, seed=seed, categories=overrides, progress=True)
         if out is None:
             cols = ["model_a", "model_b", "category", "acc_a", "acc_b", "error_inconsistency", "ensemble_acc",
                     "gain_vs_best", "conversion_rate", "error_consistency"]

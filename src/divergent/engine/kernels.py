@@ -287,11 +287,14 @@ def fused_topk_rows(x32, temperature, labels, k, topi, topp, thr, plabel, unot, 
         sout[i] = s
         if not (np.isfinite(m) and np.isfinite(s) and s > 0.0):
             bad += 1
+        # top-(k+1) by e (division by s is monotone, so this is the top by p up to ties that the
+        # division itself creates); p only for those, and the exact scan on p when the k-th and
+        # (k+1)-th p are tied (then the set itself can depend on class ids outside it)
         for j in range(k + 1):
             vals[j] = -1.0
             ids[j] = -1
         for cc in range(c):
-            v = e[cc] / s
+            v = e[cc]
             if v > vals[k]:
                 pos = k
                 while pos > 0 and v > vals[pos - 1]:
@@ -300,6 +303,35 @@ def fused_topk_rows(x32, temperature, labels, k, topi, topp, thr, plabel, unot, 
                     pos -= 1
                 vals[pos] = v
                 ids[pos] = cc
+        for j in range(k + 1):
+            if ids[j] >= 0:
+                vals[j] = vals[j] / s
+        if ids[k] >= 0 and vals[k] == vals[k - 1]:
+            for j in range(k + 1):
+                vals[j] = -1.0
+                ids[j] = -1
+            for cc in range(c):
+                v = e[cc] / s
+                if v > vals[k]:
+                    pos = k
+                    while pos > 0 and v > vals[pos - 1]:
+                        vals[pos] = vals[pos - 1]
+                        ids[pos] = ids[pos - 1]
+                        pos -= 1
+                    vals[pos] = v
+                    ids[pos] = cc
+        else:
+            # order the first k by (p desc, class asc): p ties between distinct e go to the lower id
+            for j in range(1, k):
+                v = vals[j]
+                d = ids[j]
+                pos = j
+                while pos > 0 and (vals[pos - 1] < v or (vals[pos - 1] == v and ids[pos - 1] > d)):
+                    vals[pos] = vals[pos - 1]
+                    ids[pos] = ids[pos - 1]
+                    pos -= 1
+                vals[pos] = v
+                ids[pos] = d
         for j in range(k):
             topi[i, j] = ids[j]
             topp[i, j] = vals[j]

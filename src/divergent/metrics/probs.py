@@ -18,9 +18,9 @@ def as_logits32(x: np.ndarray) -> np.ndarray:
 
 
 def log_probs_from_probs(p: np.ndarray) -> np.ndarray:
-    """Stored probabilities enter the reference arithmetic as z = log(float32(p))."""
+    """Stored probabilities enter the reference arithmetic as logits = float32(log(float32(p)))."""
     with np.errstate(divide="ignore"):
-        return np.log(np.asarray(p, dtype=np.float32).astype(np.float64))
+        return np.log(np.asarray(p, dtype=np.float32).astype(np.float64)).astype(np.float32)
 
 
 def softmax_stats(logits: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

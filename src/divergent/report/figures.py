@@ -135,9 +135,9 @@ def fig_ensembles(pairs: pd.DataFrame, band: tuple[float, float] | None = None):
 
             h.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="black",
                             label=f"outside the band ({100 * band[0]:.1f}-{100 * band[1]:.1f}%)"))
-        axes[0].legend(handles=h, loc="best")
         axes[1].set_title("Fig. 2: as errors decorrelate, ensembles gain" + (" (line: in-band pairs)" if band else ""))
         fig.tight_layout()
+        fig.legend(handles=h, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(h)))
     return fig
 
 

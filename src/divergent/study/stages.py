@@ -89,8 +89,11 @@ def train_unit(ctx, *, recipe: dict) -> dict:
     from ..train import Recipe, train_recipe
     from .io import hash_file
 
+    from .io import hash_obj
+
     r = Recipe.from_dict(recipe)
-    models_dir = Path(ctx.out) / "models"
+    # one directory per recipe content: a changed recipe trains afresh, an unchanged one resumes
+    models_dir = Path(ctx.out) / "models" / hash_obj(r.to_dict())[:12]
     trained = call_with(train_recipe, r, models_dir, device=ctx.device, progress=False)
     ckpt = Path(trained.checkpoint)
     return {"model": trained.name, "dir": str(ckpt.parent), "checkpoint_sha256": hash_file(ckpt),
