@@ -72,7 +72,7 @@ def test_fused_path_bitwise_equals_numpy_path(c):
     x[0] = 0  # a flat row: all ties
     x[64:] = np.round(x[64:] / 4)  # integer logits: many exact ties in p
     x[70, :] = 1e-3
-    x[70, :3] = [2, 2, 2 + 2e-3]
+    x[70, :3] = [2, 2, 2 + 2e-3][:min(3, c)]
     y = rng.integers(0, c, 96)
     a = prepare(x, y, 0.77, k=4, path="numpy")
     b = prepare(x, y, 0.77, k=4, path="fused")

@@ -45,6 +45,8 @@ def test_tables_written_as_csv_and_parquet_equal(built):
         b = pd.read_parquet(out / "tables" / f"{name}.parquet")
         assert list(a.columns) == list(b.columns) and len(a) == len(b)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "tables" / "pairs.parquet"), t.pairs, check_dtype=False)
+    md = (out / "findings.md").read_text()
+    assert md.count("\n") == len(t.findings) + 2 and "| 1 | all | **holds** | 0.900 | 0.700 to 1.000 |" in md
 
 
 def test_numbers_in_html_equal_tables(built):

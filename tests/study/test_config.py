@@ -73,3 +73,22 @@ def test_plan_has_every_stage_in_order():
     assert [u.id for u in g][-1] == "report"
     # expensive analyses are scoped: one feature unit per category, not per pair
     assert sum(u.id.startswith("features:") for u in g) == 6
+
+
+def test_only_unknown_recipe_is_named():
+    from divergent.study import plan
+
+    cfg = C.load("fashion-mnist-quick", {"zoo.only": ["cnn-seed1", "cnn-wider"]})
+    with pytest.raises(DivergentError, match="cnn-wider"):
+        plan(cfg)
+
+
+def test_only_keeps_teachers():
+    from divergent.study import plan
+
+    cfg = C.load("fashion-mnist-quick", {"zoo.only": ["cnn-distill"]})
+    trains = [u.id for u in plan(cfg) if u.stage == "train"]
+    from divergent.train import zoo
+
+    teacher = next(r.teacher for r in zoo("fashion-mnist-quick") if r.name.endswith("cnn-distill"))
+    assert f"train:{teacher}" in trains and trains[0].endswith("cnn-base")

@@ -15,7 +15,6 @@ import pandas as pd
 from ..cards import category
 from ..conventions import HOLDOUT, TEST, check_fit_split
 from ..engine import ModelSource, greedy_select, pair_codes, prepare, prepare_many
-from ..engine.greedy import best_size
 from ..errors import DivergentError
 from ._select import accuracies, as_store, in_band, resolve_models, temperatures
 

@@ -262,12 +262,16 @@ def pairwise_sum(a, lo, n):
     return vals[0]
 
 
+HALF_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
+
+
 @njit(nogil=True, cache=True)
-def fused_topk_rows(x32, temperature, labels, k, topi, topp, thr, plabel, unot, mout, sout):
-    """One pass per row of float32 scores: z = float64(x) / T, m = max z, e = exp(z - m),
-    s = pairwise sum(e), p = e / s, and the top-k summaries of topk_rows. Returns the number of
-    rows with a non-finite m or s (the caller rejects them)."""
-    b, c = x32.shape
+def fused_topk_rows(xbits, is_half, table, temperature, labels, k, topi, topp, thr, plabel, unot, mout, sout):
+    """One pass per row of scores given as float16 bits (uint16, decoded exactly by `table`) or
+    float32 bits (uint32): z = float64(float32(x)) / T, m = max z, e = exp(z - m), s = pairwise
+    sum(e), p = e / s, and the top-k summaries of topk_rows. Returns the number of rows with a
+    non-finite m or s (the caller rejects them)."""
+    b, c = xbits.shape
     e = np.empty(c, dtype=np.float64)
     vals = np.empty(k + 1, dtype=np.float64)
     ids = np.empty(k + 1, dtype=np.int32)
@@ -276,7 +280,10 @@ def fused_topk_rows(x32, temperature, labels, k, topi, topp, thr, plabel, unot, 
     for i in range(b):
         m = -np.inf
         for cc in range(c):
-            z = np.float64(x32[i, cc]) / t
+            if is_half:
+                z = table[xbits[i, cc]] / t
+            else:
+                z = single_bits_to_float64(xbits[i, cc]) / t
             e[cc] = z
             if z > m:
                 m = z
@@ -365,7 +372,9 @@ def warmup() -> None:
     topp = np.empty((n, k))
     v = [np.empty(n) for _ in range(5)]
     topk_rows(p, y, k, topi, topp, v[0], v[1], v[2])
-    fused_topk_rows(np.ones((n, c), np.float32), np.float64(1.0), y, k, topi, topp, v[0], v[1], v[2], v[3], v[4])
+    for xb in (np.ones((n, c), np.float32).view(np.uint32), np.ones((n, c), np.float16).view(np.uint16)):
+        fused_topk_rows(xb, xb.dtype == np.uint16, HALF_TABLE, np.float64(1.0), y, k, topi, topp,
+                        v[0], v[1], v[2], v[3], v[4])
     pred = topi[:, 0].copy()
     codes = np.empty(n, np.uint8)
     pend = np.empty(n, np.uint8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics.probs import argmax_lowest, ensemble_probs, reference_probs
-from .rows import scaled_logits
 
 
 def ref_probs(scores, kind: str = "logits", temperature: float = 1.0) -> np.ndarray:
@@ -77,4 +76,4 @@ def greedy_reference(probs_fit: list[np.ndarray], labels_fit, base: int, pool=No
     return out
 
 
-__all__ = ["ref_probs", "pair_codes_reference", "pair_codes_float32", "greedy_reference", "scaled_logits"]
+__all__ = ["ref_probs", "pair_codes_reference", "pair_codes_float32", "greedy_reference"]

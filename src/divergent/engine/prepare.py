@@ -127,7 +127,7 @@ def _check_labels(labels, n: int, c: int) -> np.ndarray:
 def _block32(x: np.ndarray, kind: str) -> np.ndarray:
     """float32 scores the reference arithmetic starts from (probs enter as log(float32(p)))."""
     if kind == "probs":
-        return as_logits32(log_probs_from_probs(np.asarray(x)))
+        return np.ascontiguousarray(as_logits32(log_probs_from_probs(np.asarray(x))))
     return np.ascontiguousarray(as_logits32(np.asarray(x)))
 
 
@@ -142,7 +142,13 @@ def _summaries_numpy(x, kind, T, y, k, out):
 
 def _summaries_fused(x, kind, T, y, k, out):
     topi, topp, thr, plabel, unot, m, s = out
-    return kernels.fused_topk_rows(_block32(x, kind), np.float64(T), y, k, topi, topp, thr, plabel, unot, m, s)
+    x = np.asarray(x)
+    if kind == "logits" and x.dtype == np.float16 and x.flags.c_contiguous:
+        bits = x.view(np.uint16)  # decoded exactly in the kernel; no float32 copy of the block
+    else:
+        bits = _block32(x, kind).view(np.uint32)
+    return kernels.fused_topk_rows(bits, bits.dtype == np.uint16, kernels.HALF_TABLE, np.float64(T), y, k,
+                                   topi, topp, thr, plabel, unot, m, s)
 
 
 _EXP_CHECK: bool | None = None

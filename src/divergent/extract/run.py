@@ -355,14 +355,25 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     meta = {"extract": {"batch_sizes": sorted({c["batch_size"] for c in done}), "resumed_from": resumed_from,
                         "device": runner.device, "amp": runner.amp, "dataset": _ds_name(ds)}}
     stage = stage_entry(store_path, store_name, split, arrays=arrays, card=card, meta=meta, force=force)
-    try:
-        _with_writer(st, lambda w: w.commit_staged(stage))
-    except Exception:
-        import shutil
 
+    def commit(w):
+        if not force and store_name in w.store.models and w.store.kinds(store_name, split):
+            return False  # another process committed the same (model, split) meanwhile
+        w.commit_staged(stage)
+        return True
+
+    import shutil
+
+    try:
+        committed = _with_writer(st, commit)
+    except Exception:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     chunks.remove()
+    if not committed:
+        shutil.rmtree(stage, ignore_errors=True)
+        return {"model": store_name, "split": split, "status": "skipped", "stored": sorted(arrays),
+                "reason": "another process committed it first"}
     n_new = len(ds) - resumed_from
     return {"model": store_name, "split": split, "status": "done", "stored": sorted(arrays), "n": len(ds),
             "head": plan.reason, "batch_size": bs, "seconds": seconds,

@@ -291,7 +291,13 @@ class _Memory:
 def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float, max_iter: int,
            ftol: float = 1e-12, c1: float = 1e-4, max_ls: int = 40,
            gap_rtol: float = 1e-7):
-    """Minimise F(theta) from theta (modified in place). Returns (theta, f, gmax, iters, evals, status)."""
+    """Minimise F(theta) starting at theta. Returns (theta, f, gmax, iters, evals, status, est_gap).
+
+    Converged statuses: "gtol" (max|grad| <= tol) and "float32-limit" (the quasi-Newton
+    estimate of the remaining decrease, -g.d/2, is below what float32 can resolve in f:
+    <= gap_rtol * |f| once no decrease is measurable, <= gap_rtol / 100 * |f| before a step).
+    Not converged: "max_iter", "ftol" (stalled with a larger estimate), "line-search-failed".
+    """
     memory.shift(lam, problem.nW)
     f, g = problem.loss_grad(theta, lam)
     evals = 1

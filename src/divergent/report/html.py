@@ -16,6 +16,7 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right} th{background:#f4f
 .holds{background:#d7efe3} .contradicted{background:#fbe0d2} .inconclusive{background:#eee}
 .verdict{font-weight:600;padding:1px 6px;border-radius:3px} .missing{color:#8a5a00;background:#fff6e0;padding:.5em;border-left:3px solid #E69F00}
 .files{font-size:.82em;color:#555} nav ol{columns:2}
+.glance{border:1px solid #ddd;padding:.4em .8em;margin:1em 0;background:#fafafa} .glance ul{margin:.3em 0}
 """
 
 

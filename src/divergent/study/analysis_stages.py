@@ -2,7 +2,6 @@
 combination, downstream transfer, findings, and the report. Each writes tables under ctx.work."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -438,7 +437,6 @@ def _method(row) -> str:
 
 
 def report_unit(ctx, *, title: str = "") -> dict:
-    from .. import __name__ as _pkg  # noqa: F401
     from ..report import ReportTables, build_report
 
     pairs, base, acc = load_pairs(ctx)

@@ -76,7 +76,7 @@ class InlineExecutor:
             f.set_exception(exc)
         return f
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         pass
 
 
@@ -94,8 +94,8 @@ class LocalExecutor:
     def submit(self, call: UnitCall) -> Future:
         return self._pool.submit(run_unit_call, call)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class RayExecutor:
@@ -114,7 +114,7 @@ class RayExecutor:
     def submit(self, call: UnitCall) -> Future:
         return self._remote.remote(call).future()
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         pass
 
 

@@ -40,7 +40,13 @@ def _recipes(cfg: dict) -> list[dict]:
         rs = [Recipe.from_dict(r) if isinstance(r, dict) else recipe_by_name(r) for r in spec]
     if z["only"]:
         keep = set(z["only"])
-        rs = [r for i, r in enumerate(rs) if i == 0 or r.name in keep or r.name.split("/")[-1] in keep]
+        kept = {r.name for i, r in enumerate(rs) if i == 0 or r.name in keep or r.name.split("/")[-1] in keep}
+        kept |= {r.teacher for r in rs if r.name in kept and r.teacher}  # a student needs its teacher
+        unknown_ = sorted(k for k in keep if k not in {r.name for r in rs} | {r.name.split("/")[-1] for r in rs})
+        if unknown_:
+            raise DivergentError(f"config key 'zoo.only' names recipes not in the zoo: {unknown_}",
+                                 f"recipes: {', '.join(r.name.split('/')[-1] for r in rs)}")
+        rs = [r for r in rs if r.name in kept]
     return [r.to_dict() for r in rs]
 
 
@@ -86,6 +92,26 @@ def zoo_plan(cfg: dict) -> ZooPlan:
     return ZooPlan(recipes, backbones, pretrained, base)
 
 
+def zoo_names(zp: ZooPlan) -> list[str]:
+    return sorted([r["name"] for r in zp.recipes] + [b["name"] for b in zp.backbones + zp.pretrained])
+
+
+def prune_store(store_path: Path, keep: list[str], log) -> list[str]:
+    """Remove models of an earlier zoo from the study store (the runner is its one writer)."""
+    from ..store import Store
+
+    if not (Path(store_path) / "manifest.json").exists():
+        return []
+    st = Store.open(store_path)
+    extra = [m for m in st.models if m not in set(keep)]
+    if extra:
+        with st.writer(command="divergent study run (prune)") as w:
+            for m in extra:
+                w.remove(m)
+        log.info("removed %d model(s) no longer in the zoo: %s", len(extra), extra)
+    return extra
+
+
 def plan(cfg: dict) -> Graph:
     """The unit graph of a study."""
     zp = zoo_plan(cfg)
@@ -115,10 +141,11 @@ def plan(cfg: dict) -> Graph:
                    dict(model=p["spec"], dataset=d["dataset"], options=d["options"], head="logits",
                         input_size=p["input_size"]), deps=("data",), cost=4.0))
         models.append(f"extract:{p['name']}")
-    g.add(Unit("calibrate", "calibrate", S + "calibrate_unit", dict(fit_on=d["fit_on"]), deps=tuple(models),
-               main=True, cost=0.5))
-    g.add(Unit("pairs", "pairs", S + "pairs_unit", dict(base=zp.base, split=d["split"], n_boot=a["n_boot"], seed=seed),
-               deps=("calibrate",), cost=0.5))
+    names = zoo_names(zp)
+    g.add(Unit("calibrate", "calibrate", S + "calibrate_unit", dict(fit_on=d["fit_on"], models=names),
+               deps=tuple(models), main=True, cost=0.5))
+    g.add(Unit("pairs", "pairs", S + "pairs_unit", dict(base=zp.base, split=d["split"], n_boot=a["n_boot"], seed=seed,
+                                                        models=names), deps=("calibrate",), cost=0.5))
     g.add(Unit("angles", "analyses", A + "angles_unit",
                dict(split=d["split"], groups=a["groups"], n_boot=a["n_boot"], seed=seed), deps=("pairs",), cost=0.5))
     g.add(Unit("greedy", "analyses", A + "greedy_unit",
@@ -165,6 +192,7 @@ def run_study(spec=None, out="divergent-study", *, overrides: dict | None = None
     run = cfg["run"]
     ex = make_executor(executor or run["executor"], workers or run["workers"])
     log.info("config %s -> %s; %d units in stages %s", cfg.get("_origin"), out, len(graph), graph.stages())
+    prune_store(out / "store", zoo_names(zoo_plan(cfg)), log)
     t0 = time.monotonic()
     summary = run_graph(graph, out, config=cfg, executor=ex, progress=progress, torch_threads=run["torch_threads"],
                         device=run["device"], force=force, log=log)

@@ -2,7 +2,6 @@
 executor, and is the store's one writer (it commits what units staged)."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -13,7 +12,7 @@ import numpy as np
 
 from ..errors import DivergentError
 from .cache import UnitCache
-from .executors import InlineExecutor, UnitCall, UnitContext, make_executor, run_unit_call
+from .executors import InlineExecutor, UnitCall, UnitContext, run_unit_call
 from .graph import Graph, Unit
 from .progress import Progress, setup_logging
 
@@ -98,6 +97,7 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
                 summary.skipped.append(d)
         prog.finish(u.cost)
 
+    interrupted = True
     try:
         while pending or running:
             launched = False
@@ -162,9 +162,12 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
                     raise
                 except Exception as exc:
                     fail(u, exc)
+        interrupted = False
     finally:
         prog.close()
-        executor.shutdown()
+        executor.shutdown(wait=not interrupted)
+        if interrupted:
+            log.warning("study run interrupted; finished units are kept, rerun the same command to resume")
     summary.seconds = time.monotonic() - t_start
     log.info("study run finished in %.1fs: %d ran, %d cached, %d failed, %d skipped", summary.seconds,
              len(summary.ran), len(summary.cached), len(summary.failed), len(summary.skipped))

@@ -89,11 +89,16 @@ def train_unit(ctx, *, recipe: dict) -> dict:
     from ..train import Recipe, train_recipe
     from .io import hash_file
 
-    from .io import hash_obj
+    import shutil
+
+    from ..train import load_trained
+    from ..train.trainer import safe_dirname
 
     r = Recipe.from_dict(recipe)
-    # one directory per recipe content: a changed recipe trains afresh, an unchanged one resumes
-    models_dir = Path(ctx.out) / "models" / hash_obj(r.to_dict())[:12]
+    models_dir = Path(ctx.out) / "models"   # one directory, so distillation finds its teacher there
+    mdir = models_dir / safe_dirname(r.name)
+    if (mdir / "model.pt").exists() and load_trained(mdir).recipe != r:
+        shutil.rmtree(mdir)  # the recipe changed since it was trained here: train it afresh
     trained = call_with(train_recipe, r, models_dir, device=ctx.device, progress=False)
     ckpt = Path(trained.checkpoint)
     return {"model": trained.name, "dir": str(ckpt.parent), "checkpoint_sha256": hash_file(ckpt),
@@ -173,25 +178,27 @@ def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> di
 
 # ---------------------------------------------------------------- calibrate, pairs
 
-def calibrate_unit(ctx, *, fit_on: str = HOLDOUT) -> dict:
+def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = None) -> dict:
     """Temperature scaling of every model on the holdout (runs in the runner's process: it writes
     the temperatures into the store through the store's writer, while no unit is running)."""
     from ..analyses.calibration import calibrate
 
-    table = call_with(calibrate, ctx.store, fit_on=fit_on, report_on=TEST, progress=False)
+    table = call_with(calibrate, ctx.store, fit_on=fit_on, models=models, report_on=TEST, progress=False)
     p = Path(ctx.work) / "calibration.parquet"
     table.to_parquet(p, index=False)
     temps = {str(r.model): float(r.temperature) for r in table.itertuples() if np.isfinite(r.temperature)}
     return {"table": str(p), "temps": temps}
 
 
-def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int) -> dict:
+def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: list[str] | None = None) -> dict:
     """The pairs table (base vs every model, with intervals) and the model table."""
     from ..analyses.pairs import model_table, pairs
 
-    pt = call_with(pairs, ctx.store, split=split, base=base, n_boot=n_boot, seed=seed, calibrated=True,
-                   progress=False)
+    pt = call_with(pairs, ctx.store, split=split, base=base, models=models, n_boot=n_boot, seed=seed,
+                   calibrated=True, progress=False)
     mt = call_with(model_table, ctx.store, split=split, base=base, calibrated=True)
+    if models is not None:
+        mt = mt[mt["model"].isin(models)].reset_index(drop=True)
     p1, p2 = Path(ctx.work) / "pairs.parquet", Path(ctx.work) / "model_table.parquet"
     pt.to_parquet(p1, index=False)
     mt.to_parquet(p2, index=False)

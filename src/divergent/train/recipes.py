@@ -195,10 +195,10 @@ _FMNIST_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
 #: quick zoo: same entries, fewer images (the scaling is applied to `limit` and subset sizes)
 _QUICK = dict(limit=8000, epochs=1)
 
-_CIFAR_BASE = dict(dataset="cifar10", family="cnn", width=2.0, depth=3, objective="supervised",
-                   augment="crop-flip", optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=256,
-                   epochs=30, limit=None, seed=0,
-                   notes="base supervised CNN for CIFAR-10 JPEG: 3 conv stages (32, 64, 128 ch), hidden 256")
+_CIFAR_BASE = dict(dataset="cifar10", family="cnn", width=1.0, depth=3, objective="supervised",
+                   augment="crop-flip", optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=128,
+                   epochs=15, limit=None, seed=0,
+                   notes="base supervised CNN for CIFAR-10 JPEG: 3 conv stages (16, 32, 64 ch), hidden 128")
 
 _CIFAR_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
     ("cnn-base", {}, "identical"),
@@ -208,14 +208,15 @@ _CIFAR_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
     ("cnn-dropout", {"dropout": 0.3, "seed": 10}, "hyperparameters"),
     ("cnn-smooth", {"label_smoothing": 0.1, "seed": 11}, "hyperparameters"),
     ("cnn-wd", {"weight_decay": 5e-2, "seed": 12}, "hyperparameters"),
-    ("cnn-deep", {"depth": 4, "seed": 15}, "hyperparameters"),
-    ("resnet20", {"family": "resnet", "depth": 20, "width": 1.0, "seed": 21}, "architecture"),
+    ("cnn-wide", {"width": 2.0, "seed": 14}, "hyperparameters"),
+    ("resnet20", {"family": "resnet", "depth": 20, "seed": 21}, "architecture"),
     ("mlp", {"family": "mlp", "depth": 3, "width": 2.0, "seed": 20}, "architecture"),
-    ("mixer", {"family": "mixer", "depth": 6, "width": 2.0, "seed": 22}, "architecture"),
-    ("vit", {"family": "vit", "depth": 6, "width": 2.0, "seed": 23}, "architecture"),
-    ("cnn-simclr", {"objective": "contrastive", "augment": "simclr", "epochs": 100, "batch_size": 512,
+    ("mixer", {"family": "mixer", "depth": 4, "batch_size": 256, "seed": 22}, "architecture"),
+    ("vit", {"family": "vit", "depth": 4, "batch_size": 256, "seed": 23}, "architecture"),
+    ("cnn-simclr", {"objective": "contrastive", "augment": "simclr", "epochs": 30, "batch_size": 512,
                     "seed": 30}, "framework"),
-    ("cnn-distill", {"objective": "distillation", "teacher": "resnet20", "seed": 31}, "framework"),
+    ("cnn-distill", {"objective": "distillation", "teacher": "resnet20", "augment": "none", "seed": 31},
+     "framework"),
 ]
 
 ZOO_PREFIX = {"fashion-mnist": "fmnist", "fashion-mnist-quick": "fmnist-quick", "cifar10": "cifar10"}
