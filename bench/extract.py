@@ -66,8 +66,8 @@ def case(title, model, data, split, *, batch_size, device, workers, input_size, 
           f"input {runner.preprocess.size}px")
     bare, ext, ext_total = [], [], []
     for rep in range(repeats):
-        b = bare_loop(runner, batches)
-        bare.append(b)
+        if rep % 2 == 0:  # alternate the order, so drift in machine load does not favour one side
+            bare.append(bare_loop(runner, batches))
         tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
         try:
             t = time.perf_counter()
@@ -77,6 +77,9 @@ def case(title, model, data, split, *, batch_size, device, workers, input_size, 
             ext.append(r["seconds"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        if rep % 2 == 1:
+            bare.append(bare_loop(runner, batches))
+        b = bare[-1]
         print(f"   rep {rep}: bare model(x) {b:.2f} s ({n / b:.0f} img/s) | extraction pass {ext[-1]:.2f} s "
               f"({n / ext[-1]:.0f} img/s) | extract() end-to-end incl. dataset open, model load, commit {ext_total[-1]:.2f} s")
     b, e, et = min(bare), min(ext), min(ext_total)
@@ -93,7 +96,12 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
     ap.add_argument("--size", type=int, default=64, help="EfficientNet-Lite0 input size for (b)")
     ap.add_argument("--only", choices=["a", "b"], default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from divergent.extract.run import _default_workers
 
     workers = _default_workers() if args.workers is None else args.workers

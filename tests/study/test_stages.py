@@ -57,3 +57,20 @@ def test_cli_bad_preset_exits_2(capsys):
     assert main(["study", "run", "fashion-mnst", "--out", "/tmp/never-used-divergent"]) == 2
     err = capsys.readouterr().err
     assert "fashion-mnist" in err
+
+
+def test_prune_removes_models_of_an_earlier_zoo(tmp_path):
+    import logging
+
+    from divergent.store import Store
+    from divergent.study.plan import prune_store
+
+    st = Store.create(tmp_path / "store")
+    y = np.array([0, 1, 2, 1])
+    with st.writer() as w:
+        w.add_split("test", labels=y, class_names=["a", "b", "c"], ids=np.array(["t/0", "t/1", "t/2", "t/3"]))
+        for m in ("keep", "old"):
+            w.put(m, "test", logits=np.eye(3, dtype=np.float32)[y] * 3)
+    assert prune_store(tmp_path / "store", ["keep"], logging.getLogger("t")) == ["old"]
+    assert Store.open(tmp_path / "store").models == ["keep"]
+    assert prune_store(tmp_path / "nostore", ["keep"], logging.getLogger("t")) == []

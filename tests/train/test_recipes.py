@@ -94,3 +94,15 @@ def test_user_zoo_from_toml(tmp_path):
     bad.write_text('[base]\nname = "b"\nsplit = "test"\n')
     with pytest.raises(DivergentError, match="train"):
         zoo(str(bad))
+
+
+def test_shipped_toml_preset():
+    from pathlib import Path
+
+    import divergent
+
+    p = Path(divergent.__file__).parent / "presets" / "zoo_fashion-mnist-mini.toml"
+    rs = zoo(str(p))
+    base = card_from_recipe(rs[0])
+    assert [category(base, card_from_recipe(r)) for r in rs] == [
+        "identical", "reinit", "hyperparameters", "architecture", "framework", "subset"]

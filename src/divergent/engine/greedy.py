@@ -9,6 +9,7 @@ lexicographically smaller model name, so the path does not depend on the order o
 """
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -102,7 +103,7 @@ def greedy_select(fit: list[PreparedModel], base: int, pool: list[int] | None = 
                         _ens_accuracy(Se, ye, 1, block) if Se is not None else None, 0)]
     chosen = {base}
     kernels.warmup()
-    bar = tqdm(total=max_size - 1, desc="greedy", disable=not progress, unit="step")
+    bar = tqdm(total=max_size - 1, desc="greedy", disable=not (progress and sys.stderr.isatty()), unit="step")
     ex = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         for size in range(2, max_size + 1):

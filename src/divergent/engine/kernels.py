@@ -266,12 +266,12 @@ HALF_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float6
 
 
 @njit(nogil=True, cache=True)
-def fused_topk_rows(xbits, is_half, table, temperature, labels, k, topi, topp, thr, plabel, unot, mout, sout):
-    """One pass per row of scores given as float16 bits (uint16, decoded exactly by `table`) or
-    float32 bits (uint32): z = float64(float32(x)) / T, m = max z, e = exp(z - m), s = pairwise
-    sum(e), p = e / s, and the top-k summaries of topk_rows. Returns the number of rows with a
-    non-finite m or s (the caller rejects them)."""
-    b, c = xbits.shape
+def fused_topk_rows(xf, xh, is_half, table, temperature, labels, k, topi, topp, thr, plabel, unot, mout, sout):
+    """One pass per row of scores, float32 `xf` or float16 bits `xh` (uint16, decoded exactly by
+    `table`; the unused one is a dummy): z = float64(float32(x)) / T, m = max z, e = exp(z - m),
+    s = pairwise sum(e), p = e / s, and the top-k summaries of topk_rows. Returns the number of rows
+    with a non-finite m or s (the caller rejects them)."""
+    b, c = (xh.shape[0], xh.shape[1]) if is_half else (xf.shape[0], xf.shape[1])
     e = np.empty(c, dtype=np.float64)
     vals = np.empty(k + 1, dtype=np.float64)
     ids = np.empty(k + 1, dtype=np.int32)
@@ -281,9 +281,9 @@ def fused_topk_rows(xbits, is_half, table, temperature, labels, k, topi, topp, t
         m = -np.inf
         for cc in range(c):
             if is_half:
-                z = table[xbits[i, cc]] / t
+                z = table[xh[i, cc]] / t
             else:
-                z = single_bits_to_float64(xbits[i, cc]) / t
+                z = np.float64(xf[i, cc]) / t
             e[cc] = z
             if z > m:
                 m = z
@@ -372,9 +372,9 @@ def warmup() -> None:
     topp = np.empty((n, k))
     v = [np.empty(n) for _ in range(5)]
     topk_rows(p, y, k, topi, topp, v[0], v[1], v[2])
-    for xb in (np.ones((n, c), np.float32).view(np.uint32), np.ones((n, c), np.float16).view(np.uint16)):
-        fused_topk_rows(xb, xb.dtype == np.uint16, HALF_TABLE, np.float64(1.0), y, k, topi, topp,
-                        v[0], v[1], v[2], v[3], v[4])
+    xf, xh = np.ones((n, c), np.float32), np.ones((n, c), np.float16).view(np.uint16)
+    for half in (False, True):
+        fused_topk_rows(xf, xh, half, HALF_TABLE, np.float64(1.0), y, k, topi, topp, v[0], v[1], v[2], v[3], v[4])
     pred = topi[:, 0].copy()
     codes = np.empty(n, np.uint8)
     pend = np.empty(n, np.uint8)
@@ -386,54 +386,28 @@ def warmup() -> None:
     exp_into(np.zeros(3), np.empty(3))
     rows = np.arange(n, dtype=np.int64)
     ens = np.empty(n, np.int64)
-    for xa in (np.zeros((n, c), np.uint32), np.zeros((n, c), np.uint16)):
-        for xb in (np.zeros((n, c), np.uint32), np.zeros((n, c), np.uint16)):
-            pair_tier2(rows, xa, xa.dtype == np.uint16, 1.0, v[3], v[4], topi, topp, v[0],
-                       xb, xb.dtype == np.uint16, 1.0, v[3], v[4], topi, topp, v[0], ens, pend)
+    for ha in (False, True):
+        for hb in (False, True):
+            pair_tier2(rows, xf, xh, ha, 1.0, v[3], v[4], topi, topp, v[0],
+                       xf, xh, hb, 1.0, v[3], v[4], topi, topp, v[0], HALF_TABLE, ens, pend)
     _WARM = True
 
 
 @njit(nogil=True, cache=True, inline="always")
-def half_bits_to_float64(h):
-    """Exact value of an IEEE binary16 given as its uint16 bits."""
-    sign = -1.0 if (h >> 15) & 1 else 1.0
-    e = (h >> 10) & 0x1F
-    mant = h & 0x3FF
-    if e == 0:
-        return sign * np.float64(mant) * 2.0 ** -24
-    if e == 31:
-        return sign * np.inf if mant == 0 else np.nan
-    return sign * (1.0 + np.float64(mant) / 1024.0) * 2.0 ** (np.int64(e) - 15)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def single_bits_to_float64(u):
-    """Exact value of an IEEE binary32 given as its uint32 bits."""
-    sign = -1.0 if (u >> 31) & 1 else 1.0
-    e = (u >> 23) & 0xFF
-    mant = u & 0x7FFFFF
-    if e == 0:
-        return sign * np.float64(mant) * 2.0 ** -149
-    if e == 255:
-        return sign * np.inf if mant == 0 else np.nan
-    return sign * (1.0 + np.float64(mant) / 8388608.0) * 2.0 ** (np.int64(e) - 127)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _score(x, is_half, i, c):
-    """Score (N, C) stored as float16 bits (uint16) or float32 bits (uint32), exactly as float64."""
+def _score(xf, xh, is_half, table, i, c):
+    """Score [i, c] of float32 `xf` or float16 bits `xh` (decoded by `table`), exactly, as float64."""
     if is_half:
-        return half_bits_to_float64(x[i, c])
-    return single_bits_to_float64(x[i, c])
+        return table[xh[i, c]]
+    return np.float64(xf[i, c])
 
 
 @njit(nogil=True, cache=True)
-def pair_tier2(rows, xa, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
-               xb, half_b, tb, mb, sb, topi_b, topp_b, thr_b, ens, certified):
+def pair_tier2(rows, xfa, xha, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
+               xfb, xhb, half_b, tb, mb, sb, topi_b, topp_b, thr_b, table, ens, certified):
     """Exact candidate sums for the rows tier 1 left open: the missing p_b[c] (c in topk_a only)
     and p_a[c] (c in topk_b only) are recomputed from the scores as the reference does
     (float32 value / T - m, exp, / s). ens[r] = lowest class with the largest sum; certified[r] = 1
-    iff that sum exceeds fl(thr_a + thr_b) strictly. xa/xb: the bits of float16 (uint16) or float32 (uint32) scores."""
+    iff that sum exceeds fl(thr_a + thr_b) strictly. Scores: float32 xf* or float16 bits xh* (see _score)."""
     k = topi_a.shape[1]
     for r in range(rows.size):
         i = rows[r]
@@ -447,7 +421,7 @@ def pair_tier2(rows, xa, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
                     vb = topp_b[i, l]
                     break
             if vb < 0.0:
-                z = _score(xb, half_b, i, c)
+                z = _score(xfb, xhb, half_b, table, i, c)
                 vb = np.exp(np.float64(np.float32(z)) / tb - mb[i]) / sb[i]
             v = topp_a[i, j] + vb
             if v > best or (v == best and c < w):
@@ -462,7 +436,7 @@ def pair_tier2(rows, xa, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
                     break
             if inside:
                 continue
-            z = _score(xa, half_a, i, c)
+            z = _score(xfa, xha, half_a, table, i, c)
             va = np.exp(np.float64(np.float32(z)) / ta - ma[i]) / sa[i]
             v = va + topp_b[i, l]
             if v > best or (v == best and c < w):

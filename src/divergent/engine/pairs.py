@@ -10,6 +10,7 @@ ensemble (mean of the two calibrated probability vectors) correct, bit3 = pred_a
 """
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,7 @@ def ensemble_argmax_rows(pa: PreparedModel, pb: PreparedModel, rows: np.ndarray)
 
 
 def _numba_scores(pm: PreparedModel):
-    """The stored scores as an array the tier-2 kernel reads (float32, or float16 as its bits), or
+    """(float32 scores, float16 bits, is_half) for the tier-2 kernel (one of the arrays a dummy), or
     None where the numpy path must be used (probabilities, other dtypes, non-contiguous arrays, or
     a machine where numba's exp is not numpy's)."""
     x = pm.source.scores
@@ -63,10 +64,14 @@ def _numba_scores(pm: PreparedModel):
     if not x.flags.c_contiguous:
         return None
     if x.dtype == np.float16:
-        return x.view(np.uint16)
+        return _DUMMY_F, x.view(np.uint16), True
     if x.dtype == np.float32:
-        return x.view(np.uint32)
+        return x, _DUMMY_H, False
     return None
+
+
+_DUMMY_F = np.zeros((1, 1), np.float32)
+_DUMMY_H = np.zeros((1, 1), np.uint16)
 
 
 def pair_codes(pa: PreparedModel, pb: PreparedModel, check: bool = True) -> tuple[np.ndarray, int, int]:
@@ -88,9 +93,9 @@ def pair_codes(pa: PreparedModel, pb: PreparedModel, check: bool = True) -> tupl
         # tier 2 in numba: only the missing one-sided probabilities are recomputed
         ens = np.empty(rows.size, dtype=np.int64)
         okb = np.empty(rows.size, dtype=np.uint8)
-        kernels.pair_tier2(rows, xa, xa.dtype == np.uint16, np.float64(pa.source.temperature), pa.m, pa.s,
-                           pa.topi, pa.topp, pa.thr, xb, xb.dtype == np.uint16, np.float64(pb.source.temperature),
-                           pb.m, pb.s, pb.topi, pb.topp, pb.thr, ens, okb)
+        kernels.pair_tier2(rows, *xa, np.float64(pa.source.temperature), pa.m, pa.s, pa.topi, pa.topp, pa.thr,
+                           *xb, np.float64(pb.source.temperature), pb.m, pb.s, pb.topi, pb.topp, pb.thr,
+                           kernels.HALF_TABLE, ens, okb)
         ok = okb.astype(bool)
     else:
         # tier 2 in numpy: exact sums on the union of both top-k sets
@@ -125,7 +130,7 @@ def all_pair_codes(prepared: list[PreparedModel], pairs: Iterable[tuple[int, int
         return PairResult(a, b, codes, ng, nf)
 
     kernels.warmup()
-    bar = tqdm(total=len(pairs), desc="pairs", disable=not progress, unit="pair")
+    bar = tqdm(total=len(pairs), desc="pairs", disable=not (progress and sys.stderr.isatty()), unit="pair")
     try:
         if workers <= 1:
             for ab in pairs:

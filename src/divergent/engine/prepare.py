@@ -8,6 +8,7 @@ The full probability matrix is never kept.
 """
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -144,11 +145,15 @@ def _summaries_fused(x, kind, T, y, k, out):
     topi, topp, thr, plabel, unot, m, s = out
     x = np.asarray(x)
     if kind == "logits" and x.dtype == np.float16 and x.flags.c_contiguous:
-        bits = x.view(np.uint16)  # decoded exactly in the kernel; no float32 copy of the block
-    else:
-        bits = _block32(x, kind).view(np.uint32)
-    return kernels.fused_topk_rows(bits, bits.dtype == np.uint16, kernels.HALF_TABLE, np.float64(T), y, k,
+        # decoded exactly in the kernel; no float32 copy of the block
+        return kernels.fused_topk_rows(_DUMMY_F, x.view(np.uint16), True, kernels.HALF_TABLE, np.float64(T), y, k,
+                                       topi, topp, thr, plabel, unot, m, s)
+    return kernels.fused_topk_rows(_block32(x, kind), _DUMMY_H, False, kernels.HALF_TABLE, np.float64(T), y, k,
                                    topi, topp, thr, plabel, unot, m, s)
+
+
+_DUMMY_F = np.zeros((1, 1), np.float32)
+_DUMMY_H = np.zeros((1, 1), np.uint16)
 
 
 _EXP_CHECK: bool | None = None
@@ -222,7 +227,7 @@ def prepare_many(sources: list[ModelSource], labels, k: int = DEFAULT_K, workers
     from tqdm.auto import tqdm
 
     kernels.warmup()
-    bar = tqdm(total=len(sources), desc="prepare", disable=not progress, unit="model")
+    bar = tqdm(total=len(sources), desc="prepare", disable=not (progress and sys.stderr.isatty()), unit="model")
 
     def one(src):
         out = prepare(src, labels, k=k, block=block, path=path)

@@ -93,7 +93,8 @@ def _fit_line(ax, x, y):
     if len(x) >= 2 and np.ptp(x) > 0:
         b, a = np.polyfit(x, y, 1)
         xs = np.linspace(x.min(), x.max(), 50)
-        ax.plot(xs, a + b * xs, color="black", lw=0.9, ls="--", label=f"OLS slope {b:.2f}")
+        ax.plot(xs, a + b * xs, color="black", lw=0.9, ls="--")
+        ax.text(0.02, 0.98, f"OLS slope {b:.2f}", transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
 
 
 def fig_ensembles(pairs: pd.DataFrame, band: tuple[float, float] | None = None):
