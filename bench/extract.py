@@ -104,7 +104,7 @@ def main():
         torch.set_num_threads(args.threads)
     from divergent.extract.run import _default_workers
 
-    workers = _default_workers() if args.workers is None else args.workers
+    workers = _default_workers(args.device) if args.workers is None else args.workers
     rows = []
     if args.only in (None, "a"):
         rows.append(case("(a) CIFAR ResNet-20, JPEG .tar.gz", "cifar10/resnet20", "cifar10-jpeg", "official-test",

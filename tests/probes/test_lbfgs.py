@@ -26,7 +26,7 @@ def _sk(Xn, y, C, **kw):
     return LogisticRegression(C=C, tol=1e-7, max_iter=5000, **kw).fit(Xn.astype(np.float64), y)
 
 
-@pytest.mark.parametrize("lam", [1e-4, 1e-2, 1.0])
+@pytest.mark.parametrize("lam", [pytest.param(1e-4, marks=pytest.mark.slow), 1e-3, 1e-2, 1.0])
 def test_matches_sklearn_multinomial(digits, lam):
     X, y, parts = digits
     Xf, yf = X[parts["train"]], y[parts["train"]]
@@ -113,12 +113,12 @@ def test_non_convergence_is_reported(digits):
 def test_warm_sweep_selects_like_independent_fits(digits):
     X, y, parts = digits
     args = (X[parts["train"]], y[parts["train"]], X[parts["holdout"]], y[parts["holdout"]])
-    warm = sweep_probe(*args, tol=1e-6, warn=False)
-    cold = sweep_probe(*args, warm_start=False, tol=1e-6, warn=False)
+    warm = sweep_probe(*args, tol=1e-5, warn=False)
+    cold = sweep_probe(*args, warm_start=False, tol=1e-5, warn=False)
     assert warm.best.lam == cold.best.lam
     assert list(warm.table.lam) == list(cold.table.lam)
     sel = warm.table.lam.between(1e-4, 1.0)  # well-conditioned part of the path
-    np.testing.assert_allclose(warm.table.objective[sel], cold.table.objective[sel], rtol=1e-5)
+    np.testing.assert_allclose(warm.table.objective[sel], cold.table.objective[sel], rtol=1e-4)
     assert warm.table.selected.sum() == 1
     grid_rows = cold.table[cold.table.stage == "grid"]
     coarse_best = grid_rows.lam.iloc[int(np.argmax(grid_rows.select_score.to_numpy()))]

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="split to extract (train/holdout/test)"),
         batch_size: int = typer.Option(256, "--batch-size"),
         device: str = typer.Option("auto", "--device", help="auto (CUDA with autocast when present), cpu, cuda[:N]"),
-        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: cores - 1)"),
+        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: cores not used by torch on CPU; cores - 1 with CUDA)"),
         force: bool = typer.Option(False, "--force", help="redo (model, split) pairs already in the store"),
         mapping: Optional[str] = typer.Option(None, "--mapping", help="class-mapping file (CSV or TOML) to the split's classes"),
         head: str = typer.Option("auto", "--head", help="auto | logits (misfit is an error) | features"),

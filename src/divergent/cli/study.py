@@ -12,7 +12,7 @@ study_app = typer.Typer(help="Run the paper's study on a zoo: train -> extract -
 
 @study_app.command("run")
 def run_cmd(
-    config: Optional[str] = typer.Argument(None, help="a preset (fashion-mnist [default], fashion-mnist-quick, cifar10) or a TOML file"),
+    config: Optional[str] = typer.Argument(None, help="a preset: fashion-mnist (the default), fashion-mnist-quick, cifar10; or a TOML file"),
     out: Path = typer.Option(Path("divergent-study"), "--out", "-o", help="output directory (report, tables, figures, store, log)"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default), inline or ray"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="parallel units (default from the config: 2)"),

@@ -5,6 +5,8 @@ values are those numpy would compute; exp/log stay in numpy (see rows.py).
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -356,6 +358,7 @@ def exp_into(z, out):
 
 
 _WARM = False
+_WARM_LOCK = threading.Lock()
 
 
 def warmup() -> None:
@@ -364,6 +367,13 @@ def warmup() -> None:
     global _WARM
     if _WARM:
         return
+    with _WARM_LOCK:
+        if not _WARM:
+            _warmup()
+            _WARM = True
+
+
+def _warmup() -> None:
     n, c, k = 3, 5, 2
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(c), size=n)
@@ -390,7 +400,6 @@ def warmup() -> None:
         for hb in (False, True):
             pair_tier2(rows, xf, xh, ha, 1.0, v[3], v[4], topi, topp, v[0],
                        xf, xh, hb, 1.0, v[3], v[4], topi, topp, v[0], HALF_TABLE, ens, pend)
-    _WARM = True
 
 
 @njit(nogil=True, cache=True, inline="always")

@@ -65,8 +65,16 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def _default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+def _default_workers(device: str = "cuda") -> int:
+    """Decode workers only on cores the model does not use: on CPU, cores minus torch's threads
+    (0 on a 2-core machine with torch's default 2 threads: decoding inline is then faster than a
+    process competing with the model); with a GPU, cores - 1 (at most 8)."""
+    cores = os.cpu_count() or 1
+    if str(device).startswith("cuda"):
+        return max(0, min(8, cores - 1))
+    import torch
+
+    return max(0, min(8, cores - torch.get_num_threads()))
 
 
 def _loader(ds, transform, start: int, batch_size: int, workers: int, pin: bool):
@@ -335,7 +343,7 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     probe_img = ds.raw(0) if getattr(getattr(ds, "_reader", None), "decodes", True) is False else ds.image(0)
     ph, pe = runner(_as_batch(runner, ImageTransform(runner.preprocess)(probe_img)))
     plan = plan_head(spec, None if ph is None else ph.shape[1], runner.labels, list(ds.class_names), mapping, head)
-    workers = _default_workers() if workers is None else int(workers)
+    workers = _default_workers(runner.device) if workers is None else int(workers)
     fp = fingerprint(model=store_name, spec=spec.to_dict(), pre=runner.preprocess.to_dict(), split=split,
                      n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
                      store_head=plan.store != "none")

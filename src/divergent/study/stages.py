@@ -72,6 +72,9 @@ def data_unit(ctx, *, dataset: str, train_subset: int, seed: int, options: dict)
         p = ctx.work / f"{split}.npz"
         np.savez(p, labels=np.asarray(ds.labels), ids=np.asarray(ds.ids).astype(str),
                  class_names=np.asarray(list(ds.class_names)).astype(str))
+        arr = ds.array()  # in-memory sources (IDX, npz): keep the pixels so predict units skip re-reading
+        if arr is not None and arr.nbytes < 256 * 2**20:
+            np.save(ctx.work / f"{split}.images.npy", np.asarray(arr))
         splits.append({"name": split, "npz": str(p), "n": len(ds),
                        "dataset": getattr(ds, "source_dataset", "") or dataset})
     np.save(ctx.work / "train_index.npy", train_index)
@@ -113,12 +116,15 @@ def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
     trained = load_trained(ctx.dep("train")["dir"])
     staged, acc = [], {}
     tidx = _train_index(ctx)
+    data_dir = Path(ctx.dep("data")["train_index"]).parent
     for split in SPLITS:
-        ds = open_split(dataset, split, options, tidx)
-        logits, feats = call_with(predict, trained, images_of(ds), device=ctx.device)
-        acc[split] = float((np.argmax(logits, 1) == np.asarray(ds.labels)).mean())
+        z = np.load(data_dir / f"{split}.npz", allow_pickle=False)
+        cached = data_dir / f"{split}.images.npy"
+        images = np.load(cached) if cached.exists() else images_of(open_split(dataset, split, options, tidx))
+        logits, feats = call_with(predict, trained, images, device=ctx.device)
+        acc[split] = float((np.argmax(logits, 1) == z["labels"]).mean())
         staged.append(str(stage_entry(ctx.store, model, split, arrays={"logits": logits, "features": feats},
-                                      card=trained.card, ids=np.asarray(ds.ids).astype(str), force=True)))
+                                      card=trained.card, ids=z["ids"].astype(str), force=True)))
     return {"model": model, "staged": staged, "accuracy": acc}
 
 
