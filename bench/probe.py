@@ -78,7 +78,7 @@ def bench_a(n, d, k, lam, device):
 
 
 def bench_b(n, d, k, device, sk_max_iter=3000):
-    from divergent.probes.lbfgs import lam_to_C, sweep_probe
+    from divergent.probes.lbfgs import lam_to_C, objective, sweep_probe
 
     # validation split: the same class means, fresh examples
     Xall, yall = make_data(n + n // 4, d, k, seed=1)
@@ -99,15 +99,19 @@ def bench_b(n, d, k, device, sk_max_iter=3000):
         m, dt, conv = sk_fit(X64, y, lam_to_C(lam, n), max_iter=sk_max_iter)
         t_sk += dt
         acc = float((m.predict(Xv) == yv).mean())
-        rows.append((lam, int(m.n_iter_[0]), conv, acc, dt))
+        fit = sw.fits[lam]
+        o_sk, o_ours = objective(X, y, m.coef_, m.intercept_, lam), objective(X, y, fit.W, fit.b, lam)
+        rows.append((lam, int(m.n_iter_[0]), conv, acc, dt, (o_ours - o_sk) / o_sk))
     best_sk = max(rows, key=lambda r: (r[3], r[0]))[0]
     nc = [f"{r[0]:.3g}" for r in rows if not r[2]]
     print(f"    sklearn from scratch, same {len(rows)} values, max_iter={sk_max_iter}: {t_sk:.2f} s, "
           f"{sum(r[1] for r in rows)} iterations, selected lam={best_sk:.4g}; not converged: {nc or 'none'}")
-    for lam, it, conv, acc, dt in rows:
+    for lam, it, conv, acc, dt, gap in rows:
         o = tab.loc[tab.lam == lam].iloc[0]
         print(f"      lam={lam:9.3g}  sklearn {it:5d} it {dt:6.2f} s acc {acc:.4f} {'' if conv else 'NOT CONVERGED'} | "
-              f"divergent {int(o.n_iter):4d} it {o.time_s:6.2f} s acc {o.select_score:.4f} {o.status}")
+              f"divergent {int(o.n_iter):4d} it {int(o.n_evals):4d} ev {o.time_s:6.2f} s acc {o.select_score:.4f} "
+              f"{o.status} | objective gap {gap:+.1e}")
+    print(f"    largest relative objective gap over the grid: {max(abs(r[5]) for r in rows):.1e}")
     print(f"    time ratio sklearn / divergent = {t_sk / t_ours:.2f}x (target >= 5)")
     return t_ours, t_sk
 

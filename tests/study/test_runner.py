@@ -118,3 +118,14 @@ def test_ray_executor_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(MissingDependencyError, match=r"divergent\[ray\]"):
         RayExecutor(workers=1)
+
+
+def test_optional_dependency_failure_does_not_stop_the_study(tmp_path):
+    g = Graph()
+    g.add(Unit("src:a", "train", T + "source", {"value": 1}))
+    g.add(Unit("boom", "train", T + "boom", {}))
+    g.add(Unit("collect", "calibrate", T + "double", {}, deps=("src:a", "boom"), optional=("boom",)))
+    g.add(Unit("after", "report", T + "parity", {}, deps=("collect",)))
+    s = run(g, tmp_path)
+    assert "boom" in s.failed and s.results["collect"]["value"] == 2 and s.results["after"]["even"]
+    assert s.skipped == []

@@ -21,7 +21,7 @@ from .lbfgs import resolve_grid, sweep_probe
 
 def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, grid=None, *,
              name: str | None = None, max_train: int | None = None, seed: int = 0,
-             splits: list[str] | None = None, force: bool = False, tol: float = 1e-4,
+             splits: list[str] | None = None, force: bool = False, tol: float = 1e-5,
              max_iter: int = 1000, device: str | None = None, allow_fit_on_eval: bool = False) -> dict:
     """Fit a linear head on ``model``'s embeddings and write its logits for every split.
 

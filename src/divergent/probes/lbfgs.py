@@ -381,7 +381,7 @@ def _make_problem(X, y, *, multilabel, mask, device, normalize, n_classes=None):
 
 
 def fit_probe(X, y, lam: float, *, multilabel: bool = False, mask=None, n_classes: int | None = None,
-              normalize: bool = True, tol: float = 1e-4, max_iter: int = 1000, history: int = 10,
+              normalize: bool = True, tol: float = 1e-5, max_iter: int = 1000, history: int = 10,
               device: str | None = None, warn: bool = True) -> ProbeFit:
     """Fit one probe at a fixed lam (see the module docstring for the objective).
 
@@ -488,7 +488,7 @@ def _selection_score(problem_sel: "_Problem", theta, multilabel: bool, mask_sel)
 
 def sweep_probe(X_fit, y_fit, X_sel, y_sel, grid=None, *, multilabel: bool = False, mask_fit=None,
                 mask_sel=None, n_classes: int | None = None, normalize: bool = True,
-                warm_start: bool = True, reuse_memory: bool = False, tol: float = 1e-4, max_iter: int = 1000, history: int = 10,
+                warm_start: bool = True, reuse_memory: bool = False, tol: float = 1e-5, max_iter: int = 1000, history: int = 10,
                 device: str | None = None, warn: bool = True) -> Sweep:
     """Fit a probe for each lam of the grid on (X_fit, y_fit) and select lam on (X_sel, y_sel).
 

@@ -29,10 +29,12 @@ class Unit:
     main: bool = False
     #: rough relative cost, for the ETA
     cost: float = 1.0
+    #: deps whose failure does not skip this unit (bulk stages: one failing model does not stop the study)
+    optional: tuple[str, ...] = ()
 
     def key(self, dep_outputs: dict[str, str]) -> str:
         return hash_obj({"v": CODE_VERSION, "stage": self.stage, "fn": self.fn, "params": self.params,
-                         "deps": {d: dep_outputs[d] for d in self.deps}})
+                         "deps": {d: dep_outputs.get(d, "failed") for d in self.deps}})
 
 
 class Graph:

@@ -143,7 +143,7 @@ def plan(cfg: dict) -> Graph:
         models.append(f"extract:{p['name']}")
     names = zoo_names(zp)
     g.add(Unit("calibrate", "calibrate", S + "calibrate_unit", dict(fit_on=d["fit_on"], models=names),
-               deps=tuple(models), main=True, cost=0.5))
+               deps=tuple(models), main=True, cost=0.5, optional=tuple(m for m in models if zp.base not in m)))
     g.add(Unit("pairs", "pairs", S + "pairs_unit", dict(base=zp.base, split=d["split"], n_boot=a["n_boot"], seed=seed,
                                                         models=names), deps=("calibrate",), cost=0.5))
     g.add(Unit("angles", "analyses", A + "angles_unit",
@@ -164,7 +164,8 @@ def plan(cfg: dict) -> Graph:
                       for b in zp.backbones})
         u = g.add(Unit("transfer", "analyses", A + "transfer_unit", dict(tasks=a["transfer"], grid=a["probe_grid"],
                                                                         kinds=kinds),
-                       deps=("pairs", *[f"train:{r['name']}" for r in zp.recipes]), cost=3.0))
+                       deps=("pairs", *[f"train:{r['name']}" for r in zp.recipes]), cost=3.0,
+                       optional=tuple(f"train:{r['name']}" for r in zp.recipes if r["name"] != zp.base)))
         tr.append(u.id)
     g.add(Unit("findings", "analyses", A + "findings_unit",
                dict(split=d["split"], n_boot=a["n_boot"], seed=seed, max_size=a["greedy_max_size"],

@@ -92,9 +92,6 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
     def fail(u: Unit, exc: BaseException) -> None:
         summary.failed[u.id] = f"{type(exc).__name__}: {exc}"
         log.error("unit %s failed: %s", u.id, summary.failed[u.id], exc_info=exc)
-        for d in graph.dependents(u.id):
-            if d not in summary.skipped:
-                summary.skipped.append(d)
         prog.finish(u.cost)
 
     interrupted = True
@@ -102,14 +99,17 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
         while pending or running:
             launched = False
             for u in list(pending):
-                if any(d in summary.failed or d in summary.skipped for d in u.deps) or u.id in summary.skipped:
+                bad = {d for d in u.deps if d in summary.failed or d in summary.skipped}
+                if (bad - set(u.optional)) or u.id in summary.skipped:
                     pending.remove(u)
                     if u.id not in summary.skipped:
                         summary.skipped.append(u.id)
                     prog.finish(u.cost)
                     continue
-                if not all(d in outputs for d in u.deps):
+                if not all(d in outputs or d in bad for d in u.deps):
                     continue
+                if bad:
+                    log.warning("%s runs without failed input(s) %s", u.id, sorted(bad))
                 key = u.key(outputs)
                 rec = None if u.id in force or u.stage in force else cache.lookup(u.id, key)
                 if rec is not None:
@@ -121,7 +121,7 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
                     log.info("cached %s", u.id)
                     continue
                 ctx = UnitContext(unit=u.id, out=out, store=store, work=cache.work_dir(u.id, fresh=True),
-                                  deps={d: summary.results[d] for d in u.deps}, config=config or {},
+                                  deps={d: summary.results[d] for d in u.deps if d in outputs}, config=config or {},
                                   torch_threads=torch_threads, device=device)
                 call = UnitCall(u.fn, ctx, u.params)
                 if u.main or isinstance(executor, InlineExecutor):

@@ -188,7 +188,11 @@ def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = Non
     """Temperature scaling of every model on the holdout (runs in the runner's process: it writes
     the temperatures into the store through the store's writer, while no unit is running)."""
     from ..analyses.calibration import calibrate
+    from ..store import Store
 
+    if models is not None:  # a model whose unit failed is not in the store: calibrate the others
+        have = set(Store.open(ctx.store).models)
+        models = [m for m in models if m in have]
     table = call_with(calibrate, ctx.store, fit_on=fit_on, models=models, report_on=TEST, progress=False)
     p = Path(ctx.work) / "calibration.parquet"
     table.to_parquet(p, index=False)
@@ -199,7 +203,11 @@ def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = Non
 def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: list[str] | None = None) -> dict:
     """The pairs table (base vs every model, with intervals) and the model table."""
     from ..analyses.pairs import model_table, pairs
+    from ..store import Store
 
+    if models is not None:
+        have = set(Store.open(ctx.store).models)
+        models = [m for m in models if m in have]
     pt = call_with(pairs, ctx.store, split=split, base=base, models=models, n_boot=n_boot, seed=seed,
                    calibrated=True, progress=False)
     mt = call_with(model_table, ctx.store, split=split, base=base, calibrated=True)
