@@ -182,7 +182,7 @@ _FMNIST_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
     ("mixer", {"family": "mixer", "depth": 4, "seed": 22}, "architecture"),
     # Framework (same data, other objective)
     ("cnn-simclr", {"objective": "contrastive", "augment": "simclr", "lr": 2e-3, "batch_size": 256,
-                    "epochs": 3, "seed": 30}, "framework"),
+                    "nt_xent_temperature": 0.2, "epochs": 3, "seed": 30}, "framework"),
     ("cnn-distill", {"objective": "distillation", "teacher": "cnn-deep", "seed": 31}, "framework"),
     ("cnn-autoencoder", {"objective": "autoencoder", "seed": 32}, "framework"),
     ("cnn-masked", {"objective": "masked-image", "mask_ratio": 0.5, "seed": 33}, "framework"),
