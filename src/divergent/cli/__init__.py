@@ -12,7 +12,7 @@ app = typer.Typer(help="How differently-trained models differ: errors, ensembles
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 #: command modules (each exposes register(app)); missing optional areas are skipped
-AREAS = ("store", "extract", "probes", "ensembles", "specialize", "study")
+AREAS = ("store", "extract", "train", "probes", "ensembles", "specialize", "study")
 
 
 def _register() -> None:

@@ -241,8 +241,9 @@ class _Problem:
 class _Memory:
     """L-BFGS curvature pairs; reusable across lam (y_W shifts by (lam' - lam) * s_W exactly)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, nW: int | None = None):
         self.size = size
+        self.nW = nW
         self.s: list = []
         self.y: list = []
         self.lam: float | None = None
@@ -281,7 +282,15 @@ class _Memory:
             q.add_(y, alpha=-a)
         if self.s:
             s, y = self.s[-1], self.y[-1]
-            q.mul_(float(s.dot(y)) / float(y.dot(y)))
+            gamma = float(s.dot(y)) / float(y.dot(y))
+            q.mul_(gamma)
+            if self.nW is not None:
+                # block scaling: the unpenalised intercepts have their own curvature (~1/K),
+                # far from the weights' (~lam) at large lam
+                sb, yb = s[self.nW:], y[self.nW:]
+                syb, yyb = float(sb.dot(yb)), float(yb.dot(yb))
+                if syb > 0 and yyb > 0:
+                    q[self.nW:].mul_((syb / yyb) / gamma)
         for (s, y, rho), a in zip(zip(self.s, self.y, rhos), reversed(alphas)):
             bcoef = rho * float(y.dot(q))
             q.add_(s, alpha=a - bcoef)
@@ -396,7 +405,7 @@ def fit_probe(X, y, lam: float, *, multilabel: bool = False, mask=None, n_classe
                             n_classes=n_classes)
     _check_all_classes(problem, y, multilabel)
     theta = problem.zeros()
-    theta, f, gmax, it, ev, status, gap = _lbfgs(problem, lam, theta, _Memory(history), tol=tol, max_iter=max_iter)
+    theta, f, gmax, it, ev, status, gap = _lbfgs(problem, lam, theta, _Memory(history, problem.nW), tol=tol, max_iter=max_iter)
     fit = _to_fit(problem, theta, lam, f, gmax, it, ev, status, gap, t0, tol)
     _warn(fit, warn)
     return fit
@@ -529,17 +538,17 @@ def sweep_probe(X_fit, y_fit, X_sel, y_sel, grid=None, *, multilabel: bool = Fal
     thetas: dict[float, object] = {}
     fits: dict[float, ProbeFit] = {}
     rows = []
-    memory = _Memory(history)
+    memory = _Memory(history, problem.nW)
 
     def run(lam: float, stage: str):
         t0 = time.perf_counter()
         if warm_start and thetas:
             near = min(thetas, key=lambda v: (abs(math.log(v / lam)), -v))
             theta = thetas[near].clone()
-            mem = memory if reuse_memory else _Memory(history)
+            mem = memory if reuse_memory else _Memory(history, problem.nW)
             start = near
         else:
-            theta, mem, start = problem.zeros(), _Memory(history), None
+            theta, mem, start = problem.zeros(), _Memory(history, problem.nW), None
         theta, f, gmax, it, ev, status, gap = _lbfgs(problem, lam, theta, mem, tol=tol, max_iter=max_iter)
         fit = _to_fit(problem, theta, lam, f, gmax, it, ev, status, gap, t0, tol)
         _warn(fit, warn)
