@@ -113,8 +113,8 @@ def test_non_convergence_is_reported(digits):
 def test_warm_sweep_selects_like_independent_fits(digits):
     X, y, parts = digits
     args = (X[parts["train"]], y[parts["train"]], X[parts["holdout"]], y[parts["holdout"]])
-    warm = sweep_probe(*args, tol=1e-5, warn=False)
-    cold = sweep_probe(*args, warm_start=False, tol=1e-5, warn=False)
+    warm = sweep_probe(*args, tol=1e-6, warn=False)
+    cold = sweep_probe(*args, warm_start=False, tol=1e-6, warn=False)
     assert warm.best.lam == cold.best.lam
     assert list(warm.table.lam) == list(cold.table.lam)
     sel = warm.table.lam.between(1e-4, 1.0)  # well-conditioned part of the path

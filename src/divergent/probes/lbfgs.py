@@ -304,8 +304,8 @@ def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float,
 
     Converged statuses: "gtol" (max|grad| <= tol) and "float32-limit" (the quasi-Newton
     estimate of the remaining decrease, -g.d/2, is below what float32 can resolve in f:
-    <= gap_rtol * |f| once no decrease is measurable, <= gap_rtol / 100 * |f| before a step).
-    Not converged: "max_iter", "ftol" (stalled with a larger estimate), "line-search-failed".
+    <= gap_rtol * |f| once no decrease is measurable, <= gap_rtol / 100 * |f| before a step,
+    and the intercepts' gradient, free of lam*W cancellation, is <= max(tol, 1e-4)). Not converged: "max_iter", "ftol" (stalled with a larger estimate), "line-search-failed".
     """
     memory.shift(lam, problem.nW)
     f, g = problem.loss_grad(theta, lam)
@@ -324,7 +324,7 @@ def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float,
             memory.y.clear()
             d = g.neg()
             gd = float(g.dot(d))
-        if memory.s and -0.5 * gd <= 1e-2 * gap_rtol * max(abs(f), 1.0):
+        if memory.s and -0.5 * gd <= 1e-2 * gap_rtol * max(abs(f), 1.0) and _gb_max(problem, g) <= max(tol, 1e-4):
             # the quasi-Newton model predicts less decrease than float32 can resolve in f
             status = "float32-limit"
             break
@@ -355,9 +355,14 @@ def _lbfgs(problem: _Problem, lam: float, theta, memory: _Memory, *, tol: float,
         # no decrease measurable in float32: accept if the quasi-Newton estimate of the
         # remaining decrease, -g.d/2 with d = -H g, is below float32 resolution of f
         est_gap = max(-0.5 * float(g.dot(memory.direction(g))), 0.0) if memory.s else float("inf")
-        if est_gap <= gap_rtol * max(abs(f), 1.0):
+        if est_gap <= gap_rtol * max(abs(f), 1.0) and _gb_max(problem, g) <= max(tol, 1e-4):
             status = "float32-limit"
     return theta, f, gmax, it, evals, status, est_gap
+
+
+def _gb_max(problem: _Problem, g) -> float:
+    """max|gradient| of the intercepts: no lam*W cancellation, so float32 resolves it to tol."""
+    return float(g[problem.nW:].abs().max())
 
 
 def _to_fit(problem: _Problem, theta, lam, f, gmax, it, evals, status, est_gap, t0, tol) -> ProbeFit:

@@ -337,12 +337,34 @@ def _pool(emb: np.ndarray, spec: ModelSpec, layout: str) -> np.ndarray:
     return emb.reshape(emb.shape[0], -1)
 
 
+def _onnx_free_size(raw: bytes, spec: ModelSpec) -> tuple[bytes, str | None]:
+    """Let a graph with a fixed input size run at the spec's size: symbolic spatial dims, global final pool.
+
+    Only when the spec's size differs from the graph's fixed one; the native size runs the graph as shipped.
+    """
+    from .onnx_graph import globalize_pool, input_dims, symbolic_input_dims
+
+    pre = spec.preprocess
+    if pre is None:
+        return raw, None
+    dims = input_dims(raw)
+    axes = (2, 3) if pre.layout == "NCHW" else (1, 2)
+    if len(dims) != 4 or all(not isinstance(dims[a], int) or dims[a] == pre.size for a in axes):
+        return raw, None
+    native = [dims[a] for a in axes]
+    raw = symbolic_input_dims(raw, axes)
+    pooled = globalize_pool(raw, spec.embedding) if spec.embedding else raw
+    note = f"input {native[0]}x{native[1]} -> symbolic" + ("; final AveragePool -> GlobalAveragePool" if pooled != raw else "")
+    return pooled, note
+
+
 def _load_onnx(spec: ModelSpec, device: str, **_) -> Runner:
     ort = require("onnxruntime", "onnx")
     from .onnx_graph import add_outputs, list_nodes
 
     path = resolve_path(spec.target)
     raw = path.read_bytes()
+    raw, resized = _onnx_free_size(raw, spec)
     outputs = {o for n in list_nodes(raw) for o in n.outputs}
     if spec.embedding not in outputs:
         from ..errors import suggest
@@ -372,6 +394,8 @@ def _load_onnx(spec: ModelSpec, device: str, **_) -> Runner:
         return head, _pool(res[-1], spec, pre.layout).astype(np.float32)
 
     prov = _weights_provenance(path, embedding_node=spec.embedding, head_output=head_name, providers=sess.get_providers())
+    if resized:
+        prov["graph_rewrite"] = resized
     return Runner(spec, pre, fn, "numpy", "cpu" if providers[0].startswith("CPU") else "cuda", False, _labels(spec), prov)
 
 

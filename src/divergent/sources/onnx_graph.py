@@ -1,4 +1,4 @@
-"""Minimal ONNX protobuf surgery without the `onnx` package: list nodes, expose a node as an output.
+"""Minimal ONNX protobuf surgery without the `onnx` package: list nodes, expose a node as an output, free the input size.
 
 ONNX files are protobuf ``ModelProto`` messages; field 7 is the ``GraphProto`` whose field 1
 holds ``NodeProto`` (1: input, 2: output, 3: name, 4: op_type) and field 12 the graph outputs
@@ -122,3 +122,99 @@ def add_outputs(model: bytes, names: list[str], elem_type: int = 1) -> bytes:
         else:
             out += model[start:end]
     return bytes(out)
+
+
+# ----------------------------------------------------------------------------- input resolution
+# GraphProto 11: input (ValueInfoProto 2: TypeProto 1: Tensor 2: TensorShapeProto 1: Dimension
+# (1: dim_value, 2: dim_param)). NodeProto 5: attribute (AttributeProto 1: name).
+
+def _replace_nth(buf: bytes, fno: int, fn, nth: int = 0) -> bytes:
+    """``buf`` with the ``nth`` length-delimited field ``fno`` replaced by ``fn(payload)`` (None: dropped)."""
+    out, k, hit = bytearray(), 0, False
+    for f, wt, val, start, end in _fields(buf):
+        if f == fno and wt == 2:
+            if k == nth:
+                hit = True
+                new = fn(val)
+                if new is not None:
+                    out += _ld(fno, new)
+                k += 1
+                continue
+            k += 1
+        out += buf[start:end]
+    if not hit:
+        raise ValueError(f"protobuf field {fno} #{nth} not found")
+    return bytes(out)
+
+
+def _input_shape(model: bytes) -> bytes:
+    vi = next(v for f, w, v, _, _ in _fields(_graph(model)) if f == 11 and w == 2)
+    tp = next(v for f, w, v, _, _ in _fields(vi) if f == 2 and w == 2)
+    tt = next(v for f, w, v, _, _ in _fields(tp) if f == 1 and w == 2)
+    return next((v for f, w, v, _, _ in _fields(tt) if f == 2 and w == 2), b"")
+
+
+def input_dims(model: bytes) -> list[int | str | None]:
+    """The first graph input's dims: an int (fixed), a str (symbolic) or None (unknown)."""
+    dims: list[int | str | None] = []
+    for f, w, dim, _, _ in _fields(_input_shape(model)):
+        if f == 1 and w == 2:
+            d: int | str | None = None
+            for g, x, v, _, _ in _fields(dim):
+                if g == 1 and x == 0:
+                    d = v
+                elif g == 2 and x == 2:
+                    d = v.decode()
+            dims.append(d)
+    return dims
+
+
+def symbolic_input_dims(model: bytes, axes) -> bytes:
+    """The model with the first graph input's ``axes`` made symbolic (``dim_param`` ``in_<axis>``)."""
+    def shape(buf):
+        for a in axes:
+            buf = _replace_nth(buf, 1, lambda _d, a=a: _ld(2, f"in_{a}".encode()), nth=a)
+        return buf
+
+    def graph(g):
+        return _replace_nth(g, 11, lambda vi: _replace_nth(vi, 2, lambda tp: _replace_nth(
+            tp, 1, lambda tt: _replace_nth(tt, 2, shape))))
+
+    return _replace_nth(model, 7, graph)
+
+
+_PASS_THROUGH = ("Reshape", "Flatten", "Squeeze", "Identity", "Transpose")
+
+
+def globalize_pool(model: bytes, tensor: str) -> bytes:
+    """Turn the unpadded ``AveragePool`` that feeds ``tensor`` (through reshapes only) into ``GlobalAveragePool``.
+
+    A pool whose output is flattened into a fixed-width embedding covers the whole feature map
+    at the graph's native resolution, so it is a global pool there; made explicit, the graph
+    runs at other input sizes. Returns the model unchanged when no such pool exists.
+    """
+    nodes = list_nodes(model)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.outputs}
+    i = producer.get(tensor)
+    while i is not None and nodes[i].op_type in _PASS_THROUGH:
+        i = producer.get(nodes[i].inputs[0])
+    if i is None or nodes[i].op_type != "AveragePool":
+        return model
+    attrs = {}
+    node_bytes = [v for f, w, v, _, _ in _fields(_graph(model)) if f == 1 and w == 2][i]
+    for f, w, v, _, _ in _fields(node_bytes):
+        if f == 5 and w == 2:
+            a = dict((g, x) for g, _, x, _, _ in _fields(v))
+            attrs[a.get(1, b"").decode()] = v
+    if "pads" in attrs or attrs.get("auto_pad", b"VALID").find(b"SAME") >= 0:
+        return model
+
+    def node(nb):
+        out = bytearray()
+        for f, w, v, start, end in _fields(nb):
+            if f == 5 and w == 2:
+                continue  # GlobalAveragePool takes no attributes
+            out += _ld(4, b"GlobalAveragePool") if f == 4 and w == 2 else nb[start:end]
+        return bytes(out)
+
+    return _replace_nth(model, 7, lambda g: _replace_nth(g, 1, node, nth=i))
