@@ -230,7 +230,7 @@ def fig_greedy(greedy: pd.DataFrame):
     """Fig. 5: greedy ensembles of a high-accuracy base with lower-accuracy models (test accuracy by size)."""
     plt = _plt()
     with _ctx():
-        fig, ax = plt.subplots(figsize=(6.2, 3.6))
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
         for i, (base, sub) in enumerate(greedy.groupby("base", sort=True)):
             sub = sub.sort_values("size")
             x = sub["size"].to_numpy(int)
@@ -241,12 +241,17 @@ def fig_greedy(greedy: pd.DataFrame):
             for _, r in sub.iterrows():
                 ax.scatter(r["size"], 100 * r["test_acc"], color=style.color(r["category"]), s=40, zorder=3,
                            edgecolor="black", linewidth=0.4)
-                ax.annotate(str(r["added"]), (r["size"], 100 * r["test_acc"]), textcoords="offset points",
-                            xytext=(4, -10), fontsize=6.5, rotation=-20)
-        ax.set_xlabel("Ensemble size (members)")
+        if greedy["base"].nunique() == 1:  # name each added member under its size (no overlapping labels)
+            sub = greedy.sort_values("size")
+            ax.set_xticks(sub["size"].to_numpy(int),
+                          [f"{int(n)}: {'' if i == 0 else '+ '}{str(a).split('/')[-1]}"
+                           for i, (n, a) in enumerate(zip(sub["size"], sub["added"]))],
+                          rotation=30, ha="right", fontsize=7)
+        ax.set_xlabel("Ensemble size (members): the member added at each step")
         ax.set_ylabel("Accuracy (%)")
         ax.set_title("Fig. 5: a high-accuracy base plus only lower-accuracy models")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if greedy["base"].nunique() != 1:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         h, l = ax.get_legend_handles_labels()
         cats = style.category_order(greedy["category"])
         from matplotlib.lines import Line2D
