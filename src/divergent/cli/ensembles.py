@@ -7,22 +7,7 @@ from typing import Optional
 import typer
 
 from ..conventions import HOLDOUT, TEST
-
-
-def _write(df, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    elif out.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    elif out.suffix == ".json":
-        df.to_json(tmp, orient="records", indent=2)
-    else:
-        from ..errors import DivergentError
-
-        raise DivergentError(f"cannot write {out.name!r}", "use a .csv, .json or .parquet file name")
-    tmp.replace(out)
+from ._output import write_table
 
 
 def register(app: typer.Typer) -> None:
@@ -57,8 +42,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {r.step:2d} +{r.member:<32} {r.category:<16} fit_acc {r.fit_acc:.4f}  "
                        f"{split}_acc {r.eval_acc:.4f}{mark}")
         if out is not None:
-            _write(df.drop(columns=[c for c in ("weights",) if c in df and out.suffix == ".csv"]), out)
-            typer.echo(f"wrote {out}")
+            write_table(df.drop(columns=[c for c in ("weights",) if c in df and out.suffix == ".csv"]), out)
 
     @app.command("base-plus-one")
     def base_plus_one_cmd(
@@ -87,5 +71,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  +{r.member:<32} {r.category:<16} member {r.member_acc:.4f}  "
                        f"ensemble {r.ensemble_acc:.4f}{ci}  gain {r.gain_vs_base:+.4f}")
         if out is not None:
-            _write(df, out)
-            typer.echo(f"wrote {out}")
+            write_table(df, out)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from ._output import show_table
+
 from ..conventions import HOLDOUT, TEST, TRAIN
 
 
@@ -24,23 +26,6 @@ def _grid(grid: str):
 
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _show(df, out: Optional[Path]) -> None:
-    import pandas as pd
-
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix in (".parquet", ".pq"):
-            df.to_parquet(out, index=False)
-        elif out.suffix == ".json":
-            df.to_json(out, orient="records", indent=1)
-        else:
-            df.to_csv(out, index=False)
-        typer.echo(f"wrote {len(df)} rows to {out}")
-        return
-    with pd.option_context("display.max_rows", 300, "display.max_columns", 30, "display.width", 200):
-        typer.echo(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def _torch_threads(threads: Optional[int]) -> None:
@@ -78,9 +63,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"linear head for {model!r} stored as {res['name']!r}: lam={res['lam']:.3g} (C={res['C']:.3g}), "
                    f"fitted on {res['n_fit']} examples of {fit_on!r}, {select_on!r} accuracy {res['select_accuracy']:.4f}"
                    + ("" if res["converged"] else "  [NOT CONVERGED: see the sweep table]"))
-        _show(res["splits"], None)
+        show_table(res["splits"], None)
         if out is not None:
-            _show(res["sweep"], out)
+            show_table(res["sweep"], out)
 
     @app.command("features")
     def features_cmd(
@@ -126,7 +111,7 @@ def register(app: typer.Typer) -> None:
                 tables["target"] = dims_to_target(tables["ranked"], target)
         for key, df in tables.items():
             typer.echo(f"== {key}")
-            _show(df, None if out is None else out.with_name(f"{out.stem}.{key}{out.suffix}"))
+            show_table(df, None if out is None else out.with_name(f"{out.stem}.{key}{out.suffix}"))
         if "target" in tables:
             for r in tables["target"].itertuples(index=False):
                 if not r.reached:
@@ -154,4 +139,4 @@ def register(app: typer.Typer) -> None:
         _torch_threads(threads)
         df = transfer(Store.open(store), [m.strip() for m in models.split(",") if m.strip()], task, pairs,
                       fit_on=fit_on, select_on=select_on, split=split, grid=_grid(grid), max_train=max_train)
-        _show(df, out)
+        show_table(df, out, floatfmt="{:.4g}")

@@ -7,23 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import DivergentError
-
-
-def _write_or_print(df, out: Optional[Path], *, floatfmt: str = "{:.4f}") -> None:
-    if out is None:
-        import pandas as pd
-
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 30, "display.width", 200):
-            typer.echo(df.to_string(index=False, float_format=lambda v: floatfmt.format(v)))
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix in (".parquet", ".pq"):
-        df.to_parquet(out, index=False)
-    elif out.suffix == ".json":
-        df.to_json(out, orient="records", indent=1)
-    else:
-        df.to_csv(out, index=False)
-    typer.echo(f"wrote {len(df)} rows to {out}")
+from ._output import show_table
 
 
 def _read_categories(path: Path) -> dict:
@@ -106,7 +90,7 @@ def register(app: typer.Typer) -> None:
         """Show the model cards (and categories relative to a base)."""
         from ..api import cards_table
 
-        _write_or_print(cards_table(store, base=base), out)
+        show_table(cards_table(store, base=base), out)
 
     @app.command("calibrate")
     def calibrate_cmd(store: Path = typer.Argument(...), fit_on: str = typer.Option("holdout", "--fit-on", help="split the temperatures are fitted on"),
@@ -117,7 +101,7 @@ def register(app: typer.Typer) -> None:
         """Fit a temperature per model by minimising NLL on --fit-on; report NLL/ECE before and after."""
         from ..analyses.calibration import calibrate
 
-        _write_or_print(calibrate(store, fit_on=fit_on, models=models, report_on=report_on,
+        show_table(calibrate(store, fit_on=fit_on, models=models, report_on=report_on,
                                   allow_fit_on_eval=allow_fit_on_eval), out)
 
     @app.command("pairs")
@@ -142,6 +126,6 @@ def register(app: typer.Typer) -> None:
         if out is None:
             cols = ["model_a", "model_b", "category", "acc_a", "acc_b", "error_inconsistency", "ensemble_acc",
                     "gain_vs_best", "conversion_rate", "error_consistency"]
-            _write_or_print(df[cols], None)
+            show_table(df[cols], None)
         else:
-            _write_or_print(df, out)
+            show_table(df, out)
