@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analyses._select import as_store
 from ..conventions import HOLDOUT, TEST, TRAIN, check_fit_split
 from ..errors import DivergentError
 from ._io import embeddings, split_data, stratified_subset
@@ -70,6 +71,7 @@ def feature_combination(store, a: str, b: str, fit_on: str = TRAIN, select_on: s
     by ``numpy.random.default_rng([seed, i])`` for the i-th rate. lam is selected on
     ``select_on`` for each combination (or fixed with ``lam=``).
     """
+    store = as_store(store)
     import pandas as pd
 
     data, K = _load_pair(store, a, b, fit_on, select_on, split, max_train, subset_seed, allow_fit_on_eval)
@@ -113,6 +115,7 @@ def ranked_features(store, a: str, b: str, fit_on: str = TRAIN, select_on: str =
     One row per (ranking, dims): how many came from A and B, selected lam, accuracy on
     ``split``. ``dims`` overrides the steps (step, 2*step, ... up to max_dims or dim A + dim B).
     """
+    store = as_store(store)
     import pandas as pd
 
     data, K = _load_pair(store, a, b, fit_on, select_on, split, max_train, subset_seed, allow_fit_on_eval)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analyses._select import as_store
 from ..conventions import HOLDOUT, TEST, TRAIN, check_fit_split
 from ..errors import DivergentError
 from ._io import embeddings, split_data, stratified_subset
@@ -30,6 +31,7 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
     Logits are written for every split with this model's features, the fit split's dataset
     and its (single-label) label space, or for the given ``splits``. Existing logits are only replaced with ``force``.
     """
+    store = as_store(store)
     if select_on == fit_on:
         raise DivergentError(f"lam would be selected on the split it is fitted on ({fit_on!r})",
                              "fit on train (--fit-on train) and select on the holdout (--select-on holdout)")

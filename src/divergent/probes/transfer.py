@@ -18,6 +18,7 @@ import itertools
 
 import numpy as np
 
+from ..analyses._select import as_store
 from ..conventions import HOLDOUT, TEST, TRAIN, check_fit_split
 from ..errors import DivergentError
 from ..metrics.ranking import voc07_map, voc_map
@@ -37,6 +38,7 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
     Returns a tidy DataFrame, one row per (embedding, metric): task, kind ('single'/'pair'),
     a, b, models, dims, metric, value, select_score, lam, converged.
     """
+    store = as_store(store)
     import pandas as pd
 
     models = list(models)
