@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,10 @@ from ..store import Store
 
 
 def as_store(store) -> Store:
-    return store if isinstance(store, Store) else Store.open(Path(store))
+    """A Store (or any object with the store's read API) as is; a path is opened."""
+    if isinstance(store, (str, os.PathLike)):
+        return Store.open(Path(store))
+    return store
 
 
 def resolve_models(store: Store, models=None, *, split: str | None = None, need: str | None = "scores") -> list[str]:
