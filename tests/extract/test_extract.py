@@ -182,10 +182,10 @@ def test_out_of_memory_halves_the_batch(cifar_small, tmp_path, monkeypatch):
         return r
 
     monkeypatch.setattr(ad, "_torch_runner", flaky)
-    r = extract(tmp_path / "st", R20, str(cifar_small), "test", batch_size=32, device="cpu", workers=0, progress=False)
+    r = extract(tmp_path / "st", R20, str(cifar_small), "test", batch_size=32, device="cpu", workers=0, progress=False, runtime="torch")
     assert r["batch_size"] == 8
     monkeypatch.setattr(ad, "_torch_runner", real)
-    extract(tmp_path / "ref", R20, str(cifar_small), "test", batch_size=8, device="cpu", workers=0, progress=False)
+    extract(tmp_path / "ref", R20, str(cifar_small), "test", batch_size=8, device="cpu", workers=0, progress=False, runtime="torch")
     np.testing.assert_array_equal(np.asarray(Store.open(tmp_path / "st").array(R20, "test", "logits")),
                                   np.asarray(Store.open(tmp_path / "ref").array(R20, "test", "logits")))
 

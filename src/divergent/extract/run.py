@@ -311,7 +311,7 @@ def _open(data, split, on_error, dataset_options):
 def extract(store_path, model: str, data, split: str = "test", *, batch_size: int = 256, device: str = "auto",
             workers: int | None = None, force: bool = False, mapping=None, progress: bool = True,
             name: str | None = None, head: str = "auto", input_size: int | None = None, on_error: str = "fail",
-            dataset_options: dict | None = None, chunk_images: int = 2048) -> dict[str, Any]:
+            dataset_options: dict | None = None, chunk_images: int = 2048, runtime: str = "auto") -> dict[str, Any]:
     """Extract one model's head outputs and pre-logit embeddings on one split into a store.
 
     model: a built-in name (``divergent models list``) or a source spec (``timm:resnet18@random``).
@@ -320,6 +320,8 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     ``logits`` (a head that does not fit is an error), ``features`` (embeddings only).
     mapping: a CSV/TOML class-mapping file (or dict) from the model's classes to the split's.
     input_size: run at another input resolution (the stored name gets ``@<size>px``).
+    runtime: torch models on CPU run through ONNX Runtime when certified equal on the first batch
+    (``auto``, the default), always in eager torch (``torch``), or must use ONNX Runtime (``onnxruntime``).
     Returns a summary dict (model, split, status, stored kinds, n, seconds, images_per_s).
     """
     from ..store import Store, stage_entry
@@ -336,7 +338,7 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     ds = _open(data, split, on_error, dataset_options)
     _ensure_split(st, split, ds)
     st = st.reload()
-    runner = _load_runner(spec, device, ds.class_names, input_size)
+    runner = _load_runner(spec, device, ds.class_names, input_size, runtime)
     # probe the output sizes on one image before the long pass, so a misfit fails fast
     from ..sources.preprocess import ImageTransform
 
@@ -346,6 +348,7 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     workers = _default_workers(runner.device) if workers is None else int(workers)
     fp = fingerprint(model=store_name, spec=spec.to_dict(), pre=runner.preprocess.to_dict(), split=split,
                      n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
+                     runtime=str(runner.provenance.get("runtime", "torch")).split(" (")[0],
                      store_head=plan.store != "none")
     from ..store.store import dir_key
 
@@ -396,12 +399,12 @@ def _as_batch(runner, arr: np.ndarray):
     return arr[None]
 
 
-def _load_runner(spec, device, class_names, input_size):
+def _load_runner(spec, device, class_names, input_size, runtime="auto"):
     from ..sources.adapters import load
 
     if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
         raise DivergentError(f"unknown device {device!r}", "use auto, cpu or cuda[:N]")
-    return load(spec, device=device, class_names=list(class_names), input_size=input_size)
+    return load(spec, device=device, class_names=list(class_names), input_size=input_size, runtime=runtime)
 
 
 def _ds_name(ds) -> str:

@@ -8,11 +8,16 @@ from .registry import BUILTINS, builtin_specs, expand_models, list_specs, match,
 from .spec import ModelSpec, Preprocess
 
 
-def load(spec, device: str = "auto", class_names=None, input_size=None):
-    """Load a ModelSpec (or a name) into a Runner; heavy backends are imported only here."""
+def load(spec, device: str = "auto", class_names=None, input_size=None, runtime: str = "auto"):
+    """Load a ModelSpec (or a name) into a Runner; heavy backends are imported only here.
+
+    runtime: "auto" runs torch models on CPU through ONNX Runtime once certified equal to eager
+    torch on the first batch (several times faster for depthwise convolutions); "torch" never does.
+    """
     from .adapters import load as _load
 
-    return _load(resolve(spec) if isinstance(spec, str) else spec, device=device, class_names=class_names, input_size=input_size)
+    return _load(resolve(spec) if isinstance(spec, str) else spec, device=device, class_names=class_names,
+                 input_size=input_size, runtime=runtime)
 
 
 __all__ = ["BUILTINS", "ModelSpec", "Preprocess", "builtin_specs", "expand_models", "list_specs", "load", "match",

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DivergentError, require
+from ..errors import DivergentError, require, unknown
 from .preprocess import normalize_numpy, normalize_torch
 from .registry import SOURCE_EXTRAS, resolve_path
 from .spec import ModelSpec, Preprocess
@@ -51,6 +51,7 @@ class Runner:
     labels: list[str] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     module: Any = None  # the torch module, for benchmarks
+    torch_forward: Any = None  # normalized input -> (head or None, embedding), for the ONNX Runtime path
 
     def __call__(self, batch) -> tuple[np.ndarray | None, np.ndarray]:
         return self.fn(batch)
@@ -165,7 +166,7 @@ def _torch_runner(spec, module, pre, device, head_name=None, labels=None, prov=N
             h = None if head_out is None else head_out.float().cpu().numpy()
             return h, emb.float().cpu().numpy()
 
-    return Runner(spec, pre, fn, "torch", dev, amp, labels, prov or {}, module)
+    return Runner(spec, pre, fn, "torch", dev, amp, labels, prov or {}, module, torch_forward=forward)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -461,8 +462,18 @@ LOADERS = {
 }
 
 
-def load(spec: ModelSpec, device: str = "auto", class_names: list[str] | None = None, input_size: int | None = None) -> Runner:
-    """Load the model a spec describes. ``class_names`` builds zero-shot heads; ``input_size`` overrides the size."""
+def load(spec: ModelSpec, device: str = "auto", class_names: list[str] | None = None, input_size: int | None = None,
+         runtime: str = "auto") -> Runner:
+    """Load the model a spec describes. ``class_names`` builds zero-shot heads; ``input_size`` overrides the size.
+
+    ``runtime``: for torch models on CPU, "auto" runs them through ONNX Runtime when onnx and
+    onnxruntime are installed and the first batch agrees with eager torch (see ort_runtime);
+    "torch" always uses eager torch; "onnxruntime" requires it.
+    """
+    from .ort_runtime import RUNTIMES, accelerate
+
+    if runtime not in RUNTIMES:
+        raise unknown("runtime", runtime, RUNTIMES)
     module, extra = SOURCE_EXTRAS[spec.source]
     require(module.split(".")[0], extra)
     if input_size and spec.preprocess is not None:
@@ -471,6 +482,7 @@ def load(spec: ModelSpec, device: str = "auto", class_names: list[str] | None = 
     if input_size and runner.preprocess.size != input_size:
         runner.preprocess = _resized(runner.preprocess, input_size)
     runner.provenance.setdefault("source", spec.source)
+    accelerate(runner, runtime)
     return runner
 
 
