@@ -51,3 +51,14 @@ def test_feature_bad_input(digits_store):
         feature_combination(digits_store, "pixels", "relu", rates=(1.5,), lam=1e-3)
     with pytest.raises(DivergentError, match="refusing"):
         ranked_features(digits_store, "pixels", "relu", select_on="test", lam=1e-3)
+
+
+def test_feature_combination_return_scores(digits_store):
+    import numpy as np
+
+    df, z = feature_combination(digits_store, "pixels", "relu", rates=(0.0, 0.5), seeds=(0,), grid=[1e-3],
+                                return_scores=True)
+    assert len(z) == len(df) == 2
+    y = np.asarray(digits_store.split("test").labels)
+    for r, s in zip(df.itertuples(), z):
+        assert float((s.argmax(1) == y).mean()) == r.accuracy

@@ -31,3 +31,16 @@ def test_transfer_bad_input(digits_store):
         transfer(digits_store, [], task="digits")
     with pytest.raises(DivergentError, match="no model"):
         transfer(digits_store, ["pixels", "ghost"], task="digits")
+
+
+def test_transfer_return_scores(digits_store):
+    import numpy as np
+
+    df, z = transfer(digits_store, ["pixels", "relu"], task="digits", grid=[1e-3], return_scores=True)
+    assert list(z) == ["pixels", "relu", "pixels+relu"]
+    y = np.asarray(digits_store.split("digits/test").labels)
+    for r in df.itertuples():
+        assert z[r.models].shape == (len(y), 10)
+        assert float((z[r.models].argmax(1) == y).mean()) == r.value
+    plain = transfer(digits_store, ["pixels", "relu"], task="digits", grid=[1e-3])
+    assert plain.value.tolist() == df.value.tolist()

@@ -1,11 +1,11 @@
-"""Pure pieces of the study stages: exact greedy selection with held-out discipline, representatives,
+"""Pieces of the study stages: greedy selection (the library's) with held-out discipline, representatives,
 the accuracy band, and the CLI's error path."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from divergent.study.analysis_stages import band_of, greedy_exact, representatives
+from divergent.study.analysis_stages import band_of, lower_pool, representatives, run_greedy
 
 
 def _onehot(pred, k=3, conf=0.9):
@@ -14,27 +14,55 @@ def _onehot(pred, k=3, conf=0.9):
     return p
 
 
-def test_greedy_selects_on_fit_split_and_reports_eval():
+def _prob_store(path, y, P_fit, P_ev):
+    """A store with holdout (fit) and test (eval) probabilities, calibrated at T = 1 on the holdout."""
+    from divergent.store import Store
+
+    st = Store.create(path)
+    with st.writer() as w:
+        for s in ("holdout", "test"):
+            w.add_split(s, labels=y, class_names=["a", "b", "c"], ids=np.array([f"{s}/{i}" for i in range(len(y))]))
+        for m in P_fit:
+            w.put(m, "holdout", probs=P_fit[m].astype(np.float32))
+            w.put(m, "test", probs=P_ev[m].astype(np.float32))
+            w.set_temperature(m, 1.0, fit_on="holdout")
+    return Store.open(path)
+
+
+def test_greedy_selects_on_fit_split_and_reports_eval(tmp_path):
     y = np.array([0, 1, 2, 0, 1, 2])
     # 'good-fit' helps on the fit split only; 'good-eval' helps on the eval split only
     base_fit = _onehot([0, 1, 2, 1, 2, 0], conf=0.5)
     base_ev = _onehot([0, 1, 2, 1, 2, 0], conf=0.5)
     P_fit = {"base": base_fit, "good-fit": _onehot([0, 1, 2, 0, 1, 2]), "good-eval": _onehot([2, 2, 2, 2, 2, 2])}
     P_ev = {"base": base_ev, "good-fit": _onehot([2, 2, 2, 2, 2, 2]), "good-eval": _onehot([0, 1, 2, 0, 1, 2])}
-    rows = greedy_exact(P_fit, y, P_ev, y, "base", ["good-fit", "good-eval"], max_size=2)
-    assert [r["added"] for r in rows] == ["base", "good-fit"]  # never chosen by its eval accuracy
-    assert rows[0]["holdout_acc"] == 0.5 and rows[1]["holdout_acc"] == 1.0
+    st = _prob_store(tmp_path / "s", y, P_fit, P_ev)
+    df, members = run_greedy(st, "base", ["good-fit", "good-eval"], 2, {"good-fit": "reinit"})
+    assert list(df["added"]) == ["base", "good-fit"]  # never chosen by its eval accuracy
+    assert list(df["holdout_acc"]) == [0.5, 1.0] and members == ["base", "good-fit"]
+    assert list(df["category"]) == ["base", "reinit"] and list(df["selected"]) == [False, True]
     # the reported eval accuracy is the mean of the two members' probabilities on eval
     q = (base_ev + P_ev["good-fit"]) / 2
-    assert rows[1]["test_acc"] == float((q.argmax(1) == y).mean())
+    assert df["test_acc"].iloc[1] == float((q.argmax(1) == y).mean())
+    assert {"base", "size", "added", "category", "holdout_acc", "test_acc"} <= set(df.columns)
 
 
-def test_greedy_tie_break_is_by_name_not_pool_order():
+def test_greedy_tie_break_is_by_name_not_pool_order(tmp_path):
     y = np.array([0, 1, 2])
     P = {"base": _onehot([0, 1, 0]), "b": _onehot([0, 1, 2]), "a": _onehot([0, 1, 2])}
-    r1 = greedy_exact(P, y, P, y, "base", ["b", "a"], 2)
-    r2 = greedy_exact(P, y, P, y, "base", ["a", "b"], 2)
-    assert r1[1]["added"] == r2[1]["added"] == "a"
+    st = _prob_store(tmp_path / "s", y, P, P)
+    r1, _ = run_greedy(st, "base", ["b", "a"], 2, {})
+    r2, _ = run_greedy(st, "base", ["a", "b"], 2, {})
+    assert r1["added"].iloc[1] == r2["added"].iloc[1] == "a"
+
+
+def test_greedy_empty_pool_is_the_base_alone(tmp_path):
+    y = np.array([0, 1, 2])
+    P = {"base": _onehot([0, 1, 0])}
+    df, members = run_greedy(_prob_store(tmp_path / "s", y, P, P), "base", [], 3, {})
+    assert members == ["base"] and list(df["size"]) == [1] and bool(df["selected"].iloc[0])
+    assert lower_pool(_prob_store(tmp_path / "t", y, {**P, "w": _onehot([0, 0, 0]), "s": _onehot([0, 1, 2])},
+                                  {**P, "w": _onehot([0, 0, 0]), "s": _onehot([0, 1, 2])}), "base", ["w", "s"]) == ["w"]
 
 
 def test_representative_is_closest_in_accuracy():

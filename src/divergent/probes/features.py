@@ -46,7 +46,7 @@ def _load_pair(store, a, b, fit_on, select_on, split, max_train, seed, allow_fit
     return data, len(split_data(store, fit_on).class_names)
 
 
-def _evaluate(data, fit_on, select_on, split, cols_a, cols_b, K, grid, lam, **kw):
+def _evaluate(data, fit_on, select_on, split, cols_a, cols_b, K, grid, lam, scores=None, **kw):
     def take(s):
         Xa, Xb, y = data[s]
         return np.concatenate([Xa[:, cols_a], Xb[:, cols_b]], axis=1), y
@@ -56,7 +56,10 @@ def _evaluate(data, fit_on, select_on, split, cols_a, cols_b, K, grid, lam, **kw
     Xt, yt = take(split)
     sw = sweep_probe(Xf, yf, Xs, ys, [lam] if lam is not None else grid, n_classes=K, normalize=False, **kw)
     fit = sw.best
-    acc = float((fit.decision_function(Xt).argmax(1) == yt).mean())
+    z = fit.decision_function(Xt)
+    if scores is not None:
+        scores.append(z)
+    acc = float((z.argmax(1) == yt).mean())
     return dict(lam=fit.lam, select_accuracy=float(sw.table.loc[sw.table.selected, "select_score"].iloc[0]),
                 accuracy=acc, converged=bool(sw.table.converged.all()))
 
@@ -64,12 +67,14 @@ def _evaluate(data, fit_on, select_on, split, cols_a, cols_b, K, grid, lam, **kw
 def feature_combination(store, a: str, b: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, split: str = TEST,
                         *, rates=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=(0, 1, 2), grid=None, lam: float | None = None,
                         max_train: int | None = None, subset_seed: int = 0, allow_fit_on_eval: bool = False,
-                        **probe_kw):
+                        return_scores: bool = False, **probe_kw):
     """Accuracy of random-subset concatenations of A and B at inverse rates (one row per (p, seed)).
 
     p is the fraction of the budget D = min(dim A, dim B) taken from A. Dimensions are drawn
     by ``numpy.random.default_rng([seed, i])`` for the i-th rate. lam is selected on
-    ``select_on`` for each combination (or fixed with ``lam=``).
+    ``select_on`` for each combination (or fixed with ``lam=``). With ``return_scores`` the
+    result is ``(table, scores)``: scores[i] is the (N, K) probe decision values on ``split``
+    of the table's row i (for per-example comparisons such as paired bootstraps).
     """
     store = as_store(store)
     import pandas as pd
@@ -77,7 +82,7 @@ def feature_combination(store, a: str, b: str, fit_on: str = TRAIN, select_on: s
     data, K = _load_pair(store, a, b, fit_on, select_on, split, max_train, subset_seed, allow_fit_on_eval)
     dA, dB = data[fit_on][0].shape[1], data[fit_on][1].shape[1]
     D = min(dA, dB)
-    rows = []
+    rows, scores = [], ([] if return_scores else None)
     for i, p in enumerate(rates):
         if not 0.0 <= float(p) <= 1.0:
             raise DivergentError(f"rate {p!r} is outside [0, 1]", "rates are fractions of the budget taken from A")
@@ -86,9 +91,9 @@ def feature_combination(store, a: str, b: str, fit_on: str = TRAIN, select_on: s
             rng = np.random.default_rng([int(seed), i])
             cols_a = np.sort(rng.choice(dA, kA, replace=False))
             cols_b = np.sort(rng.choice(dB, D - kA, replace=False))
-            r = _evaluate(data, fit_on, select_on, split, cols_a, cols_b, K, grid, lam, **probe_kw)
+            r = _evaluate(data, fit_on, select_on, split, cols_a, cols_b, K, grid, lam, scores, **probe_kw)
             rows.append(dict(a=a, b=b, p=float(p), seed=int(seed), n_a=kA, n_b=D - kA, dims=D, split=split, **r))
-    return pd.DataFrame(rows)
+    return (pd.DataFrame(rows), scores) if return_scores else pd.DataFrame(rows)
 
 
 def rank_dimensions(Z: np.ndarray, ranking: str = "variance", seed: int = 0) -> np.ndarray:

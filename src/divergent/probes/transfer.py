@@ -32,11 +32,13 @@ def split_name(task: str | None, split: str) -> str:
 
 def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_on: str = TRAIN,
              select_on: str = HOLDOUT, split: str = TEST, grid=None, max_train: int | None = None,
-             seed: int = 0, allow_fit_on_eval: bool = False, **probe_kw):
+             seed: int = 0, allow_fit_on_eval: bool = False, return_scores: bool = False, **probe_kw):
     """Linear evaluation of each model's embedding (and every pair, concatenated) on a task.
 
     Returns a tidy DataFrame, one row per (embedding, metric): task, kind ('single'/'pair'),
-    a, b, models, dims, metric, value, select_score, lam, converged.
+    a, b, models, dims, metric, value, select_score, lam, converged. With ``return_scores``
+    the result is ``(table, scores)``: scores[models] is the (N, K) probe decision values on
+    ``split`` of that embedding ("a" or "a+b"), for per-example comparisons.
     """
     store = as_store(store)
     import pandas as pd
@@ -73,6 +75,8 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
             mask_fit=None if df is None else ~df[idx], mask_sel=None if ds is None else ~ds,
             n_classes=None if multilabel else K, normalize=False, **probe_kw)
         z = sw.best.decision_function(X[split])
+        if scores is not None:
+            scores["+".join(ms)] = z
         yt, dt = tg[split]
         if multilabel:
             vals = {"map11": voc07_map(z, yt, dt), "map_all": voc_map(z, yt, dt)}
@@ -85,10 +89,10 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
                     converged=bool(sw.table.converged.all()))
         return [dict(base, metric=k, value=v) for k, v in vals.items()]
 
-    rows = []
+    rows, scores = [], ({} if return_scores else None)
     for m in models:
         rows += evaluate([m])
     if pairs:
         for ma, mb in itertools.combinations(models, 2):
             rows += evaluate([ma, mb])
-    return pd.DataFrame(rows)
+    return (pd.DataFrame(rows), scores) if return_scores else pd.DataFrame(rows)

@@ -198,14 +198,16 @@ def _sec_transfer(t: ReportTables, d: dict, figs: dict) -> str:
     for task, s in tr.groupby("task", sort=False):
         bs = s[s["kind"] == "single"].sort_values("score").iloc[-1] if (s["kind"] == "single").any() else None
         bk = s[s["kind"] == "stacked"].sort_values("score").iloc[-1] if (s["kind"] == "stacked").any() else None
-        p = f"{task} ({s['metric'].iloc[0]}):"
+        p = f"{task} ({style.metric_label(s['metric'].iloc[0])}):"
         if bs is not None:
             p += f" best single {bs['embedding']} {H.fmt_pct(bs['score'])}"
         if bk is not None:
             p += f", best stacked {bk['embedding']} {H.fmt_pct(bk['score'])}"
         parts.append(p)
     text = ("<p>Linear evaluation on a downstream dataset never seen upstream, of single embeddings and of "
-            f"pairwise concatenations (stacked generalisation). {H.esc('; '.join(parts))}.</p>")
+            "pairwise concatenations (stacked generalisation); single-label tasks report top-1 accuracy, "
+            "multi-label tasks (mosaics) the VOC 2007 11-point mean average precision. "
+            f"{H.esc('; '.join(parts))}.</p>")
     fm = _pct_cols("score", "score_lo", "score_hi", "upstream_acc")
     return text + figs["fig7_transfer"] + H.table_html(tr, formats=fm, left=("embedding", "kind", "task", "metric")) \
         + H.files_html(["transfer"])

@@ -317,7 +317,7 @@ def fig_transfer(transfer: pd.DataFrame):
                             fmt="none", ecolor="black", lw=0.7)
             ax.set_yticks(y, sub["embedding"], fontsize=7)
             metric = sub["metric"].iloc[0] if len(sub) else ""
-            ax.set_xlabel(f"{metric} on {task} (%)")
+            ax.set_xlabel(f"{style.metric_label(metric)} on {task} (%)")
             lo = 100 * sub["score"].min()
             ax.set_xlim(max(0, lo - 5), min(100, 100 * sub["score"].max() + 2))
             ax.set_title(f"Fig. 7: transfer to {task}", pad=22)

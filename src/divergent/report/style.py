@@ -60,3 +60,11 @@ def color(category: str) -> str:
 
 def label(category: str) -> str:
     return CATEGORY_LABELS.get(category, str(category))
+
+
+#: downstream metrics as the report names them (the transfer table's metric column)
+METRIC_LABELS = {"accuracy": "top-1 accuracy", "map11": "mAP (VOC 2007 11-point)", "map_all": "mAP (all-point)"}
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(str(metric), str(metric))

@@ -53,7 +53,8 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "transfer": (
         ("embedding", "kind", "task", "metric", "score"),
-        "one downstream evaluation of a single (kind=single) or stacked (kind=stacked) embedding",
+        "one downstream evaluation of a single (kind=single) or stacked (kind=stacked) embedding;"
+        " metric: accuracy (single-label task, top-1) or map11 (multi-label task, VOC 2007 11-point mAP)",
     ),
     "findings": (
         ("claim", "scope", "statistic", "estimate", "lo", "hi", "verdict", "text"),

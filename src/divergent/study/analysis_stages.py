@@ -2,6 +2,7 @@
 combination, downstream transfer, findings, and the report. Each writes tables under ctx.work."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,78 +114,38 @@ def angles_unit(ctx, *, split: str, groups, n_boot: int, seed: int) -> dict:
 
 # ---------------------------------------------------------------- greedy ensembles (Fig. 5)
 
-def greedy_exact(P_fit: dict, y_fit: np.ndarray, P_eval: dict, y_eval: np.ndarray, base: str,
-                 pool: list[str], max_size: int) -> list[dict]:
-    """Greedy forward selection without replacement, exact by the reference arithmetic (mean of
-    calibrated probabilities in member order). Ties in fit accuracy go to the lower fit NLL,
-    then the smaller name."""
-    S, E = P_fit[base].copy(), P_eval[base].copy()
-    members = [base]
-    rows = [dict(size=1, added=base, holdout_acc=float((S.argmax(1) == y_fit).mean()),
-                 test_acc=float((E.argmax(1) == y_eval).mean()))]
-    left = sorted(set(pool) - {base})
-    while left and len(members) < max_size:
-        best = None
-        n = len(members) + 1
-        for m in left:
-            q = (S + P_fit[m]) / n
-            acc = float((q.argmax(1) == y_fit).mean())
-            with np.errstate(divide="ignore"):
-                nll = float(-np.mean(np.log(q[np.arange(len(y_fit)), y_fit])))
-            k = (-acc, nll, m)
-            if best is None or k < best[0]:
-                best = (k, m)
-        m = best[1]
-        S += P_fit[m]
-        E += P_eval[m]
-        members.append(m)
-        left.remove(m)
-        rows.append(dict(size=n, added=m, holdout_acc=-best[0][0], test_acc=float(((E / n).argmax(1) == y_eval).mean())))
-    return rows
-
-
 def greedy_members_correct(store, members: list[str], split: str) -> np.ndarray:
-    S = None
-    for m in members:
-        p = probs_of(store, m, split)
-        S = p.copy() if S is None else S + p
-    return (S / len(members)).argmax(1) == np.asarray(store.split(split).labels)
+    """Per-example correctness of the mean of the members' calibrated probabilities."""
+    from ..metrics.probs import ensemble_probs
+
+    q = ensemble_probs([probs_of(store, m, split) for m in members])
+    return q.argmax(1) == np.asarray(store.split(split).labels)
 
 
 def run_greedy(store, base: str, pool: list[str], max_size: int, cats: dict) -> tuple[pd.DataFrame, list[str]]:
-    """divergent.analyses.ensembles.greedy_ensemble (the engine's certified-exact path) when present,
-    else greedy_exact on full probability rows; both follow the same selection rule."""
-    try:
-        from ..analyses.ensembles import greedy_ensemble
-    except ImportError:
-        greedy_ensemble = None
-    if greedy_ensemble is not None and pool:
-        g = call_with(greedy_ensemble, store, base, pool=pool, fit_on=HOLDOUT, split=TEST, max_size=max_size,
-                      workers=1, progress=False)
-        df = pd.DataFrame({"base": base, "size": g["step"].astype(int), "added": g["member"],
-                           "category": ["base"] + [cats.get(m, c) for m, c in zip(g["member"].iloc[1:], g["category"].iloc[1:])],
-                           "holdout_acc": g["fit_acc"].astype(float), "test_acc": g["eval_acc"].astype(float),
-                           "selected": g["best"].astype(bool)})
-        best = int(df.loc[df["selected"], "size"].iloc[0])
-        return df, list(df["added"].iloc[:best])
-    y_fit = np.asarray(store.split(HOLDOUT).labels)
-    y_ev = np.asarray(store.split(TEST).labels)
-    names = [base, *pool]
-    P_fit = {m: probs_of(store, m, HOLDOUT) for m in names}
-    P_ev = {m: probs_of(store, m, TEST) for m in names}
-    rows = greedy_exact(P_fit, y_fit, P_ev, y_ev, base, pool, max_size)
-    df = pd.DataFrame(rows)
-    df.insert(0, "base", base)
-    df["category"] = [("base" if r["added"] == base else cats.get(r["added"], "unknown")) for r in rows]
-    best = int(df.loc[df["holdout_acc"].idxmax(), "size"])  # first maximum: the smallest best size
-    df["selected"] = df["size"] == best
+    """divergent.analyses.ensembles.greedy_ensemble (the engine's certified-exact greedy_select):
+    selected on the holdout, reported on test; ties by holdout NLL, then name."""
+    from ..analyses.ensembles import greedy_ensemble
+
+    if not pool:  # the base alone
+        y = np.asarray(store.split(HOLDOUT).labels), np.asarray(store.split(TEST).labels)
+        accs = [float((probs_of(store, base, s).argmax(1) == yy).mean()) for s, yy in zip((HOLDOUT, TEST), y)]
+        return pd.DataFrame([dict(base=base, size=1, added=base, category="base", holdout_acc=accs[0],
+                                  test_acc=accs[1], selected=True)]), [base]
+    g = greedy_ensemble(store, base, pool=pool, fit_on=HOLDOUT, split=TEST, max_size=max_size, workers=1)
+    df = pd.DataFrame({"base": base, "size": g["step"].astype(int), "added": g["member"],
+                       "category": ["base"] + [cats.get(m, c) for m, c in zip(g["member"].iloc[1:], g["category"].iloc[1:])],
+                       "holdout_acc": g["fit_acc"].astype(float), "test_acc": g["eval_acc"].astype(float),
+                       "selected": g["best"].astype(bool)})
+    best = int(df.loc[df["selected"], "size"].iloc[0])
     return df, list(df["added"].iloc[:best])
 
 
 def lower_pool(store, base: str, models: list[str]) -> list[str]:
     """Models strictly less accurate than the base on the holdout (selection never looks at test)."""
-    y = np.asarray(store.split(HOLDOUT).labels)
-    acc = {m: float((probs_of(store, m, HOLDOUT).argmax(1) == y).mean()) for m in [base, *models]}
+    from ..analyses._select import accuracies
+
+    acc = accuracies(store, sorted({base, *models}), HOLDOUT)
     return sorted(m for m in models if m != base and acc[m] < acc[base])
 
 
@@ -205,23 +166,16 @@ def greedy_unit(ctx, *, high_accuracy: str, max_size: int) -> dict:
 
 # ---------------------------------------------------------------- feature combination (Fig. 6)
 
-def _norm(x):
-    from ..probes.lbfgs import l2_normalize
-
-    return l2_normalize(np.asarray(x, dtype=np.float32))
-
-
-def _probe(Xtr, ytr, Xho, yho, Xte, yte, grid, K):
-    from ..probes.lbfgs import sweep_probe
-
-    sw = sweep_probe(Xtr, ytr, Xho, yho, grid, n_classes=K, normalize=False, warn=False)
-    f = sw.best
-    return float((f.predict(Xho) == yho).mean()), f.predict(Xte) == yte
+def _correct(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.asarray(scores).argmax(1) == np.asarray(labels)
 
 
 def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_steps: list, grid: list) -> dict:
-    """Random-subset combination at a fixed budget and the diversity-ranked dims curve for the base
-    and the representative of one category; also the best single and best combined probes."""
+    """Random-subset combination at a fixed budget (probes.feature_combination) and the
+    variance-ranked dims curve (probes.ranked_features) for the base and the representative of one
+    category; the best single and best combined probes (by holdout) for the findings."""
+    from ..probes.features import feature_combination, ranked_features
+    from ..probes.transfer import transfer
     from ..store import Store
 
     store = Store.open(ctx.store)
@@ -234,42 +188,34 @@ def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_step
         for s in (TRAIN, HOLDOUT, TEST):
             if not store.has(m, s, "features"):
                 return {"skipped": f"{m!r} has no embeddings on {s!r}"}
-    y = {s: np.asarray(store.split(s).labels) for s in (TRAIN, HOLDOUT, TEST)}
-    K = len(store.split(TEST).class_names)
-    A = {s: _norm(store.array(base, s, "features")) for s in y}
-    B = {s: _norm(store.array(other, s, "features")) for s in y}
-    D = min(A[TEST].shape[1], B[TEST].shape[1])
-    rows = []
-    cands = {}  # name -> (holdout acc, test correctness)
-    for name, X in (("base", A), ("other", B), ("concat", {s: np.hstack([A[s], B[s]]) for s in y})):
-        ho, te = _probe(X[TRAIN], y[TRAIN], X[HOLDOUT], y[HOLDOUT], X[TEST], y[TEST], grid, K)
-        cands[name] = (ho, te)
-    for p in fractions:
-        for seed in seeds:
-            rng = np.random.default_rng([int(seed), int(round(1000 * p))])
-            ka = int(round(p * D))
-            ia = np.sort(rng.choice(A[TEST].shape[1], ka, replace=False))
-            ib = np.sort(rng.choice(B[TEST].shape[1], D - ka, replace=False))
-            X = {s: np.hstack([A[s][:, ia], B[s][:, ib]]) for s in y}
-            ho, te = _probe(X[TRAIN], y[TRAIN], X[HOLDOUT], y[HOLDOUT], X[TEST], y[TEST], grid, K)
-            rows.append(dict(model_a=base, model_b=other, category=category, fraction_a=float(p), seed=int(seed),
-                             n_dims=D, holdout_accuracy=ho, accuracy=float(te.mean())))
-            if 0 < p < 1:
-                cands[f"mix{p:.2f}s{seed}"] = (ho, te)
-    # diversity-ranked: per-dimension variance of the L2-normalised concatenation, highest first (train split)
-    C = {s: np.hstack([A[s], B[s]]) for s in y}
-    order = np.argsort(-C[TRAIN].var(axis=0), kind="stable")
-    drows = []
-    for n in sorted({int(v) for v in dims_steps if int(v) <= C[TEST].shape[1]} | {C[TEST].shape[1]}):
-        sel = order[:n]
-        ho, te = _probe(C[TRAIN][:, sel], y[TRAIN], C[HOLDOUT][:, sel], y[HOLDOUT], C[TEST][:, sel], y[TEST], grid, K)
-        drows.append(dict(model_a=base, model_b=other, category=category, n_dims=n, holdout_accuracy=ho,
-                          accuracy=float(te.mean())))
-    single = max((k for k in ("base", "other")), key=lambda k: (cands[k][0], k))
+    y_test = np.asarray(store.split(TEST).labels)
+    kw = dict(fit_on=TRAIN, select_on=HOLDOUT, split=TEST, grid=grid, warn=False)
+    # whole embeddings: base, other and their full concatenation
+    whole, wz = transfer(store, [base, other], task=None, pairs=True, return_scores=True, **kw)
+    hold = dict(zip(whole["models"], whole["select_score"].astype(float)))
+    cands = {"base": (hold[base], _correct(wz[base], y_test)), "other": (hold[other], _correct(wz[other], y_test)),
+             "concat": (hold[f"{base}+{other}"], _correct(wz[f"{base}+{other}"], y_test))}
+    fc, fz = feature_combination(store, base, other, rates=[float(p) for p in fractions],
+                                 seeds=[int(s) for s in seeds], return_scores=True, **kw)
+    for r, z in zip(fc.itertuples(), fz):
+        if 0 < r.p < 1:
+            cands[f"mix{r.p:.2f}s{r.seed}"] = (float(r.select_accuracy), _correct(z, y_test))
+    rows = pd.DataFrame({"model_a": base, "model_b": other, "category": category, "fraction_a": fc["p"].astype(float),
+                         "seed": fc["seed"].astype(int), "n_dims": fc["dims"].astype(int),
+                         "holdout_accuracy": fc["select_accuracy"].astype(float),
+                         "accuracy": fc["accuracy"].astype(float), "lam": fc["lam"].astype(float)})
+    total = int(store.array(base, TEST, "features").shape[1] + store.array(other, TEST, "features").shape[1])
+    dims = sorted({int(v) for v in dims_steps if 1 <= int(v) <= total} | {total})
+    rc = ranked_features(store, base, other, rankings=("variance",), dims=dims, **kw)
+    drows = pd.DataFrame({"model_a": base, "model_b": other, "category": category, "n_dims": rc["dims"].astype(int),
+                          "n_a": rc["n_a"].astype(int), "n_b": rc["n_b"].astype(int),
+                          "holdout_accuracy": rc["select_accuracy"].astype(float),
+                          "accuracy": rc["accuracy"].astype(float), "lam": rc["lam"].astype(float)})
+    single = max(("base", "other"), key=lambda k: (cands[k][0], k))
     combined = max((k for k in cands if k not in ("base", "other")), key=lambda k: (cands[k][0], k))
     w = Path(ctx.work)
-    pd.DataFrame(rows).to_parquet(w / "feature_combination.parquet", index=False)
-    pd.DataFrame(drows).to_parquet(w / "dims_curve.parquet", index=False)
+    rows.to_parquet(w / "feature_combination.parquet", index=False)
+    drows.to_parquet(w / "dims_curve.parquet", index=False)
     np.savez(w / "best.npz", single=cands[single][1], combined=cands[combined][1])
     return {"feature_combination": str(w / "feature_combination.parquet"), "dims_curve": str(w / "dims_curve.parquet"),
             "best": str(w / "best.npz"), "model_b": other, "category": category,
@@ -279,11 +225,12 @@ def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_step
 
 # ---------------------------------------------------------------- downstream transfer (Fig. 7)
 
-def _downstream_embeddings(ctx, model: str, task: str, split: str, kind: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of a study model on a downstream split (trained zoo model or frozen backbone)."""
-    from ..data import open_dataset
+#: the probe metric reported per downstream task kind (multi-label: the paper's VOC 2007 11-point mAP)
+TRANSFER_METRIC = {False: "accuracy", True: "map11"}
 
-    ds = open_dataset(task, split)
+
+def _downstream_embeddings(ctx, model: str, task: str, ds, split: str, kind: dict) -> np.ndarray:
+    """Embeddings of a study model on a downstream split (trained zoo model or frozen backbone)."""
     if kind["kind"] == "recipe":
         from PIL import Image
 
@@ -296,56 +243,86 @@ def _downstream_embeddings(ctx, model: str, task: str, split: str, kind: dict, n
             im = ds.image(i).convert("L" if size == 28 else "RGB").resize((size, size), Image.BILINEAR)
             imgs.append(np.asarray(im, dtype=np.uint8))
         _, f = call_with(predict, trained, np.stack(imgs), device=ctx.device)
-    else:
-        from ..extract import extract
-        from ..store import Store
+        return np.asarray(f)
+    from ..extract import extract
+    from ..store import Store
 
-        priv = Path(ctx.work) / f"store-{task}"
-        res = call_with(extract, priv, kind["spec"], ds, split, head="features", device=ctx.device, progress=False,
-                        workers=0, input_size=kind.get("input_size") or None)
-        name = res.get("model", model) if isinstance(res, dict) else model
-        f = np.asarray(Store.open(priv).array(name, split, "features"))
-    return f, np.asarray(ds.labels)
+    priv = Path(ctx.work) / f"store-{task}"
+    res = call_with(extract, priv, kind["spec"], ds, split, head="features", device=ctx.device, progress=False,
+                    workers=0, input_size=kind.get("input_size") or None)
+    name = res.get("model", model) if isinstance(res, dict) else model
+    return np.asarray(Store.open(priv).array(name, split, "features"))
+
+
+def downstream_store(ctx, task: str, models: list[str], kinds: dict) -> tuple[object, list[str], list[dict]]:
+    """A private store (under ctx.work) with splits '<task>/<split>' holding the models' downstream
+    embeddings, the layout probes.transfer reads; models whose extraction fails are reported."""
+    from ..data import open_dataset
+    from ..store import Store
+
+    path = Path(ctx.work) / f"downstream-{task}"
+    shutil.rmtree(path, ignore_errors=True)  # a re-run starts afresh
+    st = Store.create(path)
+    errors, ok = [], []
+    ds = {s: open_dataset(task, s) for s in (TRAIN, HOLDOUT, TEST)}
+    with st.writer() as w:
+        for s, d in ds.items():
+            meta = getattr(d, "meta", None) or {}
+            w.add_split(f"{task}/{s}", labels=np.asarray(d.labels), class_names=list(d.class_names),
+                        ids=np.asarray(d.ids).astype(str), dataset=task,
+                        meta={"difficult": meta["difficult"]} if "difficult" in meta else None)
+        for m in models:
+            try:
+                feats = {s: _downstream_embeddings(ctx, m, task, d, s, kinds[m]) for s, d in ds.items()}
+            except Exception as exc:  # noqa: BLE001 - record a failing model and carry on
+                errors.append(dict(embedding=m, kind="single", task=task, metric="", score=np.nan,
+                                   error=f"{type(exc).__name__}: {exc}"))
+                continue
+            for s, f in feats.items():
+                w.put(m, f"{task}/{s}", features=f, force=True)
+            ok.append(m)
+    return st.reload(), ok, errors
 
 
 def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
-    """Linear evaluation of single and pairwise-stacked embeddings of the base and one model per
-    category on downstream tasks never seen upstream; best single vs best stacked for claim 5."""
+    """Linear evaluation (probes.transfer) of single and pairwise-stacked embeddings of the base and
+    one model per category on downstream tasks never seen upstream; single-label tasks report top-1
+    accuracy, multi-label tasks (digit mosaics) VOC 2007 11-point mAP. The best single and best
+    stacked embeddings (by holdout) of the first single-label task feed claim 5."""
+    from ..probes.transfer import transfer
+
     pairs, base, acc = load_pairs(ctx)
     reps = representatives(pairs, base, acc)
-    models = [base, *[m for m in reps.values() if m != base]]
-    models = [m for m in models if m in kinds]
-    rows, best = [], {}
+    models = [m for m in [base, *[m for m in reps.values() if m != base]] if m in kinds]
+    rows, best = [], None
     for task in tasks:
-        E = {}
-        for m in models:
-            try:
-                E[m] = {s: _downstream_embeddings(ctx, m, task, s, kinds[m], 0) for s in (TRAIN, HOLDOUT, TEST)}
-            except Exception as exc:  # noqa: BLE001 - record a failing model and carry on
-                rows.append(dict(embedding=m, kind="single", task=task, metric="accuracy", score=np.nan,
-                                 error=f"{type(exc).__name__}: {exc}"))
-        if not E:
+        st, ok, errors = downstream_store(ctx, task, models, kinds)
+        rows += errors
+        if not ok:
             continue
-        y = {s: next(iter(E.values()))[s][1] for s in (TRAIN, HOLDOUT, TEST)}
-        K = int(max(y[TRAIN].max(), y[TEST].max())) + 1
-        combos = [(m,) for m in E] + [(a, b) for i, a in enumerate(E) for b in list(E)[i + 1:]]
-        for combo in combos:
-            X = {s: np.hstack([_norm(E[m][s][0]) for m in combo]) for s in y}
-            ho, te = _probe(X[TRAIN], y[TRAIN], X[HOLDOUT], y[HOLDOUT], X[TEST], y[TEST], grid, K)
-            kind = "single" if len(combo) == 1 else "stacked"
-            rows.append(dict(embedding="+".join(combo), kind=kind, task=task, metric="accuracy",
-                             score=float(te.mean()), holdout_score=ho, upstream_acc=float(np.mean([acc[m] for m in combo]))))
-            k = (task, kind)
-            if k not in best or ho > best[k][0]:
-                best[k] = (ho, te, "+".join(combo))
+        tab, z = transfer(st, ok, task=task, pairs=True, grid=grid, warn=False, return_scores=True)
+        multilabel = bool(tab["metric"].isin(["map11", "map_all"]).any())
+        metric = TRANSFER_METRIC[multilabel]
+        for r in tab[tab["metric"] == metric].itertuples():
+            members = r.models.split("+")
+            rows.append(dict(embedding=r.models, kind="single" if r.kind == "single" else "stacked", task=task,
+                             metric=metric, score=float(r.value), holdout_score=float(r.select_score),
+                             upstream_acc=float(np.mean([acc[m] for m in members])), dims=int(r.dims), lam=float(r.lam)))
+        if best is None and not multilabel:
+            y = np.asarray(st.split(f"{task}/{TEST}").labels)
+            t = tab[tab["metric"] == metric]
+            # the highest holdout score; ties to the earlier embedding (base first, then by category)
+            pick = {k: t[t["kind"] == k] for k in ("single", "pair")}
+            if all(len(v) for v in pick.values()):
+                s, c = (v.loc[v["select_score"].astype(float).idxmax(), "models"] for v in pick.values())
+                best = dict(task=task, single=s, combined=c, single_correct=_correct(z[s], y),
+                            combined_correct=_correct(z[c], y))
     w = Path(ctx.work)
-    df = pd.DataFrame(rows)
-    df.to_parquet(w / "transfer.parquet", index=False)
+    pd.DataFrame(rows).to_parquet(w / "transfer.parquet", index=False)
     out = {"transfer": str(w / "transfer.parquet")}
-    if tasks and (tasks[0], "single") in best and (tasks[0], "stacked") in best:
-        s, c = best[(tasks[0], "single")], best[(tasks[0], "stacked")]
-        np.savez(w / "best.npz", single=s[1], combined=c[1])
-        out.update(best=str(w / "best.npz"), single=s[2], combined=c[2], task=tasks[0])
+    if best is not None:
+        np.savez(w / "best.npz", single=best["single_correct"], combined=best["combined_correct"])
+        out.update(best=str(w / "best.npz"), single=best["single"], combined=best["combined"], task=best["task"])
     return out
 
 

@@ -13,8 +13,8 @@ from ..errors import DivergentError, suggest
 PRESETS = ("fashion-mnist", "fashion-mnist-quick", "cifar10")
 DEFAULT_PRESET = "fashion-mnist"
 EXECUTORS = ("local", "inline", "ray")
-#: single-label downstream tasks (multi-label mosaics need the mAP probes; not wired in the study yet)
-TRANSFER_TASKS = ("digits", "fashion-mnist")
+#: downstream tasks: single-label (top-1 accuracy) and multi-label 2x2 mosaics (VOC 2007 11-point mAP)
+TRANSFER_TASKS = ("digits", "fashion-mnist", "digits-mosaic", "fashion-mnist-mosaic")
 GROUPS = ("builtin", "none")
 
 _ANY = object()
