@@ -46,3 +46,11 @@ def test_category_summary_shared_resamples(toy_store):
     r = cs[(cs.category == "architecture") & (cs.metric == "error_inconsistency")].iloc[0]
     assert r["mean"] == pt.loc["m2", "error_inconsistency"] and r["lo"] <= r["mean"] <= r["hi"]
     assert list(dict.fromkeys(cs.category)) == ["reinit", "architecture"]
+
+
+def test_unknown_command_is_a_usage_error_not_a_traceback(capsys):
+    assert main(["study", "plan", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command 'plan'" in err and "Traceback" not in err
+    assert main(["pairs"]) == 2   # missing argument
+    assert "Missing argument" in capsys.readouterr().err

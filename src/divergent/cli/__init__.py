@@ -37,10 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # typer/click exit codes
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click usage errors (typer may vendor its own click: match by behaviour)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise
