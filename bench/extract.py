@@ -7,8 +7,10 @@
 (b) EfficientNet-Lite0 on Fashion-MNIST (official test set, 10,000 images) at 64 px, the
     resolution the zoo presets use (28x28 grayscale -> RGB -> resize to 73 -> center crop 64).
 
-Prints every figure and the ratio extraction / bare (target >= 0.9). Run:
-    python bench/extract.py [--device cpu|cuda] [--repeats 2] [--limit N]
+Prints every figure and the ratio extraction / bare (target >= 0.9). The bare loop is eager
+torch, so the extraction runs with --runtime torch by default (the overhead comparison);
+--runtime auto shows what ONNX Runtime on CPU gains over that same bare torch loop. Run:
+    python bench/extract.py [--device cpu|cuda] [--repeats 2] [--limit N] [--runtime torch|auto]
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def bare_loop(runner, batches) -> float:
     return time.perf_counter() - t0
 
 
-def case(title, model, data, split, *, batch_size, device, workers, input_size, repeats, limit):
+def case(title, model, data, split, *, batch_size, device, workers, input_size, repeats, limit, runtime="torch"):
     import torch
 
     from divergent.data import open_dataset
@@ -56,7 +58,7 @@ def case(title, model, data, split, *, batch_size, device, workers, input_size, 
     if limit:
         ds = ds.subset(np.arange(min(limit, len(ds))))
     n = len(ds)
-    runner = load(model, device=device, input_size=input_size)
+    runner = load(model, device=device, input_size=input_size, runtime="torch")
     tf = ImageTransform(runner.preprocess)
     t = time.perf_counter()
     imgs = np.stack([tf(ds.raw(i) if not getattr(ds._reader, "decodes", True) else ds.image(i)) for i in range(n)])
@@ -72,7 +74,7 @@ def case(title, model, data, split, *, batch_size, device, workers, input_size, 
         try:
             t = time.perf_counter()
             r = extract(tmp / "st", model, ds if limit else data, split, batch_size=batch_size, device=device,
-                        workers=workers, input_size=input_size, progress=False)
+                        workers=workers, input_size=input_size, progress=False, runtime=runtime)
             ext_total.append(time.perf_counter() - t)
             ext.append(r["seconds"])
         finally:
@@ -97,6 +99,8 @@ def main():
     ap.add_argument("--size", type=int, default=64, help="EfficientNet-Lite0 input size for (b)")
     ap.add_argument("--only", choices=["a", "b"], default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "auto", "onnxruntime"],
+                    help="the extraction side's CPU runtime (the bare loop is always eager torch)")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -108,11 +112,11 @@ def main():
     rows = []
     if args.only in (None, "a"):
         rows.append(case("(a) CIFAR ResNet-20, JPEG .tar.gz", "cifar10/resnet20", "cifar10-jpeg", "official-test",
-                         batch_size=256, device=args.device, workers=workers, input_size=None, repeats=args.repeats, limit=args.limit))
+                         batch_size=256, device=args.device, workers=workers, input_size=None, repeats=args.repeats, limit=args.limit, runtime=args.runtime))
     if args.only in (None, "b"):
         rows.append(case(f"(b) EfficientNet-Lite0 @ {args.size}px, Fashion-MNIST", "imagenet/efficientnet-lite0", "fashion-mnist",
                          "official-test", batch_size=256, device=args.device, workers=workers, input_size=args.size,
-                         repeats=args.repeats, limit=args.limit))
+                         repeats=args.repeats, limit=args.limit, runtime=args.runtime))
     import pandas as pd
 
     print("\n" + pd.DataFrame(rows).round(3).to_string(index=False))

@@ -12,7 +12,6 @@ from ..cards import CATEGORY_ORDER
 from ..conventions import HOLDOUT, TEST, TRAIN
 from ..errors import DivergentError
 from ..metrics.probs import log_probs_from_probs, reference_probs
-from .stages import call_with
 
 
 # ---------------------------------------------------------------- helpers on the store
@@ -72,7 +71,7 @@ def angles_unit(ctx, *, split: str, groups, n_boot: int, seed: int) -> dict:
     ang, cls, grp = [], [], []
     rng = np.random.default_rng(seed)
     for cat, m in reps.items():
-        res = call_with(specialization, store, base, m, split, groups=None if groups == "none" else groups,
+        res = specialization(store, base, m, split, groups=None if groups == "none" else groups,
                         n_boot=0, seed=seed)
         ex = res.examples
         phi = ex["phi_deg"].to_numpy(float)
@@ -242,13 +241,13 @@ def _downstream_embeddings(ctx, model: str, task: str, ds, split: str, kind: dic
         for i in range(len(ds)):
             im = ds.image(i).convert("L" if size == 28 else "RGB").resize((size, size), Image.BILINEAR)
             imgs.append(np.asarray(im, dtype=np.uint8))
-        _, f = call_with(predict, trained, np.stack(imgs), device=ctx.device)
+        _, f = predict(trained, np.stack(imgs), device=ctx.device)
         return np.asarray(f)
     from ..extract import extract
     from ..store import Store
 
     priv = Path(ctx.work) / f"store-{task}"
-    res = call_with(extract, priv, kind["spec"], ds, split, head="features", device=ctx.device, progress=False,
+    res = extract(priv, kind["spec"], ds, split, head="features", device=ctx.device, progress=False,
                     workers=0, input_size=kind.get("input_size") or None)
     name = res.get("model", model) if isinstance(res, dict) else model
     return np.asarray(Store.open(priv).array(name, split, "features"))
@@ -413,6 +412,38 @@ def _method(row) -> str:
     return f"{obj} / {row['train_data']}"
 
 
+def unit_seconds(out) -> dict[str, float]:
+    """Wall seconds of every unit that has run in this study directory (from its record)."""
+    import json
+
+    secs = {}
+    for rec in sorted((Path(out) / ".study" / "units").glob("*/record.json")):
+        r = json.loads(rec.read_text())
+        if "unit" in r and "seconds" in r:
+            secs[r["unit"]] = float(r["seconds"])
+    return secs
+
+
+def zoo_columns(ctx, models: list[str]) -> pd.DataFrame:
+    """Card fields and cost of each model: depth, width, subset, seed, and how long it took to make
+    (training for zoo recipes; extraction + linear head for frozen backbones and pretrained models)."""
+    from ..store import Store
+
+    store, secs = Store.open(ctx.store), unit_seconds(ctx.out)
+    rows = []
+    for m in models:
+        card = store.card(m)
+        prov = card.provenance or {}
+        if "train_wall_s" in prov:
+            cost, what = float(prov["train_wall_s"]), "training"
+        else:
+            parts = [secs[u] for u in (f"extract:{m}", f"head:{m}") if u in secs]
+            cost, what = (float(sum(parts)) if parts else float("nan")), "extraction + head"
+        rows.append({"model": m, "depth": card.depth, "width": card.width, "subset": card.subset,
+                     "seed": card.seed, "cost_s": cost, "cost_of": what})
+    return pd.DataFrame(rows, columns=["model", "depth", "width", "subset", "seed", "cost_s", "cost_of"])
+
+
 def report_unit(ctx, *, title: str = "") -> dict:
     from ..report import ReportTables, build_report
 
@@ -422,6 +453,7 @@ def report_unit(ctx, *, title: str = "") -> dict:
                            "temperature": mt["temperature"].astype(float), "accuracy": mt["accuracy"].astype(float),
                            "category": ["base" if m == base else c for m, c in zip(mt["model"], mt["category"])],
                            "family": mt["family"], "objective": mt["objective"], "train_data": mt["train_data"]})
+    models = models.merge(zoo_columns(ctx, list(models["model"])), on="model", how="left")
     ang = ctx.deps.get("angles")
     feats = [v for k, v in ctx.deps.items() if k.startswith("features:") and "feature_combination" in v]
     tr = next((v for k, v in ctx.deps.items() if k.startswith("transfer")), None)

@@ -2,12 +2,10 @@
 
 Each is ``fn(ctx, **params) -> dict`` (see executors.UnitContext). Units never write the study
 store: they stage entries (``divergent.store.stage_entry``) or write files under ``ctx.work``,
-and the runner commits (splits, staged entries). Calls into other parts of divergent go through
-``call_with`` so a keyword another part does not (yet) accept is dropped, not fatal.
+and the runner commits (splits, staged entries).
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -17,17 +15,6 @@ from ..conventions import HOLDOUT, TEST, TRAIN
 from ..errors import DivergentError
 
 SPLITS = (TRAIN, HOLDOUT, TEST)
-
-
-def call_with(fn, *args, **kw):
-    """Call fn with the keywords it accepts (a moving API in a parallel build)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kw)
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kw)
-    return fn(*args, **{k: v for k, v in kw.items() if k in params})
 
 
 def open_split(dataset: str, split: str, options: dict | None = None, train_index: np.ndarray | None = None):
@@ -102,7 +89,7 @@ def train_unit(ctx, *, recipe: dict) -> dict:
     mdir = models_dir / safe_dirname(r.name)
     if (mdir / "model.pt").exists() and load_trained(mdir).recipe != r:
         shutil.rmtree(mdir)  # the recipe changed since it was trained here: train it afresh
-    trained = call_with(train_recipe, r, models_dir, device=ctx.device, progress=False)
+    trained = train_recipe(r, models_dir, device=ctx.device, progress=False)
     ckpt = Path(trained.checkpoint)
     return {"model": trained.name, "dir": str(ckpt.parent), "checkpoint_sha256": hash_file(ckpt),
             "train_wall_s": float(getattr(trained, "train_wall_s", 0.0))}
@@ -121,7 +108,7 @@ def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
         z = np.load(data_dir / f"{split}.npz", allow_pickle=False)
         cached = data_dir / f"{split}.images.npy"
         images = np.load(cached) if cached.exists() else images_of(open_split(dataset, split, options, tidx))
-        logits, feats = call_with(predict, trained, images, device=ctx.device)
+        logits, feats = predict(trained, images, device=ctx.device)
         acc[split] = float((np.argmax(logits, 1) == z["labels"]).mean())
         staged.append(str(stage_entry(ctx.store, model, split, arrays={"logits": logits, "features": feats},
                                       card=trained.card, ids=z["ids"].astype(str), force=True)))
@@ -140,7 +127,7 @@ def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, inp
     names = set()
     for split in SPLITS:
         ds = open_split(dataset, split, options, tidx)
-        res = call_with(extract, priv, model, ds, split, head=head, device=ctx.device, progress=False,
+        res = extract(priv, model, ds, split, head=head, device=ctx.device, progress=False,
                         input_size=input_size or None, workers=0)
         names.add(res.get("model", model) if isinstance(res, dict) else model)
     st = Store.open(priv)
@@ -170,7 +157,7 @@ def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> di
         from ..probes.heads import fit_head
     except ImportError as exc:  # pragma: no cover - the probes part is absent
         raise DivergentError("linear heads need divergent.probes.heads.fit_head", "install the probes part") from exc
-    info = call_with(fit_head, priv, model, fit_on=TRAIN, select_on=HOLDOUT, grid=grid, seed=seed)
+    info = fit_head(priv, model, fit_on=TRAIN, select_on=HOLDOUT, grid=grid, seed=seed)
     priv = priv.reload()
     staged = []
     for split in SPLITS:
@@ -193,7 +180,7 @@ def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = Non
     if models is not None:  # a model whose unit failed is not in the store: calibrate the others
         have = set(Store.open(ctx.store).models)
         models = [m for m in models if m in have]
-    table = call_with(calibrate, ctx.store, fit_on=fit_on, models=models, report_on=TEST, progress=False)
+    table = calibrate(ctx.store, fit_on=fit_on, models=models, report_on=TEST, progress=False)
     p = Path(ctx.work) / "calibration.parquet"
     table.to_parquet(p, index=False)
     temps = {str(r.model): float(r.temperature) for r in table.itertuples() if np.isfinite(r.temperature)}
@@ -208,9 +195,9 @@ def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: li
     if models is not None:
         have = set(Store.open(ctx.store).models)
         models = [m for m in models if m in have]
-    pt = call_with(pairs, ctx.store, split=split, base=base, models=models, n_boot=n_boot, seed=seed,
+    pt = pairs(ctx.store, split=split, base=base, models=models, n_boot=n_boot, seed=seed,
                    calibrated=True, progress=False)
-    mt = call_with(model_table, ctx.store, split=split, base=base, calibrated=True)
+    mt = model_table(ctx.store, split=split, base=base, calibrated=True)
     if models is not None:
         mt = mt[mt["model"].isin(models)].reset_index(drop=True)
     p1, p2 = Path(ctx.work) / "pairs.parquet", Path(ctx.work) / "model_table.parquet"
