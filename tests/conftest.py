@@ -23,3 +23,13 @@ def fmnist_dir() -> Path:
     if not (FMNIST / "t10k-labels-idx1-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is absent: apt-get install dataset-fashion-mnist (make test does)")
     return FMNIST
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch intra-op thread (2-core CI machines), restoring the count after."""
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -12,12 +12,8 @@ from probe_fixtures import digits_parts, mosaic, relu_projection
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    torch = pytest.importorskip("torch")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture

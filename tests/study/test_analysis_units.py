@@ -11,13 +11,7 @@ from divergent.study import analysis_stages as A
 from divergent.study.executors import UnitContext
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch = pytest.importorskip("torch")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _proj(X, dim, seed=1):

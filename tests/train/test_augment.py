@@ -9,12 +9,7 @@ from divergent.train.augment import AUGMENTATIONS, SIMCLR_VIEWS, augment, simclr
 from divergent.train.recipes import zoo  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(c):
