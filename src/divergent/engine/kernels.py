@@ -11,6 +11,36 @@ import numpy as np
 from numba import njit
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _reset_topk(vals, ids, k):
+    for j in range(k + 1):
+        vals[j] = -1.0
+        ids[j] = -1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _insert_topk(vals, ids, k, v, cc):
+    """Insert value v of class cc into the descending top-(k+1) buffer, after every entry >= v
+    (so among equal values the earlier-scanned, i.e. lower, class id stays first)."""
+    if v > vals[k]:
+        pos = k
+        while pos > 0 and v > vals[pos - 1]:
+            vals[pos] = vals[pos - 1]
+            ids[pos] = ids[pos - 1]
+            pos -= 1
+        vals[pos] = v
+        ids[pos] = cc
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _position(topi, i, k, c):
+    """Where class c sits in row i's top-k ids, or -1."""
+    for j in range(k):
+        if topi[i, j] == c:
+            return j
+    return -1
+
+
 @njit(nogil=True, cache=True)
 def topk_rows(p, labels, k, topi, topp, thr, plabel, unot):
     """Per row of p (B, C): top-k ids/probs by (value desc, index asc), the largest prob
@@ -19,20 +49,10 @@ def topk_rows(p, labels, k, topi, topp, thr, plabel, unot):
     vals = np.empty(k + 1, dtype=np.float64)
     ids = np.empty(k + 1, dtype=np.int32)
     for i in range(b):
-        for j in range(k + 1):
-            vals[j] = -1.0
-            ids[j] = -1
+        _reset_topk(vals, ids, k)
         for cc in range(c):
             v = p[i, cc]
-            if v > vals[k]:
-                # insert after all entries >= v (earlier index wins ties)
-                pos = k
-                while pos > 0 and v > vals[pos - 1]:
-                    vals[pos] = vals[pos - 1]
-                    ids[pos] = ids[pos - 1]
-                    pos -= 1
-                vals[pos] = v
-                ids[pos] = cc
+            _insert_topk(vals, ids, k, v, cc)
         for j in range(k):
             topi[i, j] = ids[j]
             topp[i, j] = vals[j]
@@ -71,21 +91,14 @@ def pair_tier1(pred_a, topi_a, topp_a, thr_a, pred_b, topi_b, topp_b, thr_b, lab
         w = -1
         for j in range(k):
             c = topi_a[i, j]
-            lo = topp_a[i, j]
-            for l in range(k):
-                if topi_b[i, l] == c:
-                    lo = topp_a[i, j] + topp_b[i, l]
-                    break
+            l = _position(topi_b, i, k, c)
+            lo = topp_a[i, j] + topp_b[i, l] if l >= 0 else topp_a[i, j]
             if lo > best:
                 best = lo
                 w = c
         for l in range(k):
             c = topi_b[i, l]
-            inside = False
-            for j in range(k):
-                if topi_a[i, j] == c:
-                    inside = True
-                    break
+            inside = _position(topi_a, i, k, c) >= 0
             if not inside and topp_b[i, l] > best:
                 best = topp_b[i, l]
                 w = c
@@ -95,11 +108,8 @@ def pair_tier1(pred_a, topi_a, topp_a, thr_a, pred_b, topi_b, topp_b, thr_b, lab
                 c = topi_a[i, j]
                 if c == w:
                     continue
-                hi = topp_a[i, j] + thr_b[i]
-                for l in range(k):
-                    if topi_b[i, l] == c:
-                        hi = topp_a[i, j] + topp_b[i, l]
-                        break
+                l = _position(topi_b, i, k, c)
+                hi = topp_a[i, j] + topp_b[i, l] if l >= 0 else topp_a[i, j] + thr_b[i]
                 if not best > hi:
                     ok = False
                     break
@@ -108,11 +118,7 @@ def pair_tier1(pred_a, topi_a, topp_a, thr_a, pred_b, topi_b, topp_b, thr_b, lab
                 c = topi_b[i, l]
                 if c == w:
                     continue
-                inside = False
-                for j in range(k):
-                    if topi_a[i, j] == c:
-                        inside = True
-                        break
+                inside = _position(topi_a, i, k, c) >= 0
                 if not inside and not best > topp_b[i, l] + thr_a[i]:
                     ok = False
                     break
@@ -299,36 +305,18 @@ def fused_topk_rows(xf, xh, is_half, table, temperature, labels, k, topi, topp, 
         # top-(k+1) by e (division by s is monotone, so this is the top by p up to ties that the
         # division itself creates); p only for those, and the exact scan on p when the k-th and
         # (k+1)-th p are tied (then the set itself can depend on class ids outside it)
-        for j in range(k + 1):
-            vals[j] = -1.0
-            ids[j] = -1
+        _reset_topk(vals, ids, k)
         for cc in range(c):
             v = e[cc]
-            if v > vals[k]:
-                pos = k
-                while pos > 0 and v > vals[pos - 1]:
-                    vals[pos] = vals[pos - 1]
-                    ids[pos] = ids[pos - 1]
-                    pos -= 1
-                vals[pos] = v
-                ids[pos] = cc
+            _insert_topk(vals, ids, k, v, cc)
         for j in range(k + 1):
             if ids[j] >= 0:
                 vals[j] = vals[j] / s
         if ids[k] >= 0 and vals[k] == vals[k - 1]:
-            for j in range(k + 1):
-                vals[j] = -1.0
-                ids[j] = -1
+            _reset_topk(vals, ids, k)
             for cc in range(c):
                 v = e[cc] / s
-                if v > vals[k]:
-                    pos = k
-                    while pos > 0 and v > vals[pos - 1]:
-                        vals[pos] = vals[pos - 1]
-                        ids[pos] = ids[pos - 1]
-                        pos -= 1
-                    vals[pos] = v
-                    ids[pos] = cc
+                _insert_topk(vals, ids, k, v, cc)
         else:
             # order the first k by (p desc, class asc): p ties between distinct e go to the lower id
             for j in range(1, k):
@@ -424,11 +412,8 @@ def pair_tier2(rows, xfa, xha, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
         w = -1
         for j in range(k):
             c = topi_a[i, j]
-            vb = -1.0
-            for l in range(k):
-                if topi_b[i, l] == c:
-                    vb = topp_b[i, l]
-                    break
+            l = _position(topi_b, i, k, c)
+            vb = topp_b[i, l] if l >= 0 else -1.0
             if vb < 0.0:
                 z = _score(xfb, xhb, half_b, table, i, c)
                 vb = np.exp(np.float64(np.float32(z)) / tb - mb[i]) / sb[i]
@@ -438,11 +423,7 @@ def pair_tier2(rows, xfa, xha, half_a, ta, ma, sa, topi_a, topp_a, thr_a,
                 w = c
         for l in range(k):
             c = topi_b[i, l]
-            inside = False
-            for j in range(k):
-                if topi_a[i, j] == c:
-                    inside = True
-                    break
+            inside = _position(topi_a, i, k, c) >= 0
             if inside:
                 continue
             z = _score(xfa, xha, half_a, table, i, c)
