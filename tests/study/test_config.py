@@ -92,3 +92,18 @@ def test_only_keeps_teachers():
 
     teacher = next(r.teacher for r in zoo("fashion-mnist-quick") if r.name.endswith("cnn-distill"))
     assert f"train:{teacher}" in trains and trains[0].endswith("cnn-base")
+
+
+def test_cifar10_plan_sizes_and_unknown_models():
+    import importlib
+
+    from divergent.errors import DivergentError
+
+    plan = importlib.import_module("divergent.study.plan")
+    zp = plan.zoo_plan(C.load("cifar10"))
+    sizes = {m["name"]: m["input_size"] for m in zp.backbones + zp.pretrained}
+    # pretrained CIFAR models keep their own 32 px; resizable backbones get zoo.input_size
+    assert sizes["pretrained/resnet56"] == 0 and sizes["imagenet/efficientnet-lite2@96px"] == 96
+    assert sizes["inat-bird/mobilenet_v2_1.0_224_quant"] == 0
+    with pytest.raises(DivergentError, match="unknown model"):
+        plan.zoo_plan(C.load("fashion-mnist", {"zoo.backbones": ["imagenet/efficientnet-lite9"]}))

@@ -57,12 +57,9 @@ def _models(entries: list, input_size: int) -> list[dict]:
         if "model" not in e:
             raise DivergentError(f"zoo entry {e!r} has no 'model' key", "write {model = \"NAME\", input_size = N}")
         size = int(e.get("input_size", input_size) or 0)
-        try:
-            from ..sources.registry import resolve
+        from ..sources.registry import resolve
 
-            spec_name = resolve(e["model"]).name
-        except Exception:  # noqa: BLE001 - the sources part may be absent; the unit will say why
-            spec_name = e["model"]
+        spec_name = resolve(e["model"]).name   # an unknown model fails here, before any unit runs
         name = e.get("name") or (f"{spec_name}@{size}px" if size else spec_name)
         out.append({"spec": e["model"], "name": name, "input_size": size})
     return out
@@ -71,7 +68,9 @@ def _models(entries: list, input_size: int) -> list[dict]:
 def zoo_plan(cfg: dict) -> ZooPlan:
     recipes = _recipes(cfg)
     backbones = _models(cfg["zoo"]["backbones"], cfg["zoo"]["input_size"])
-    pretrained = _models(cfg["zoo"]["pretrained"], cfg["zoo"]["input_size"])
+    # zoo.input_size is the frozen backbones' resolution; pretrained models keep their own unless
+    # an entry sets input_size (their heads were trained at that size)
+    pretrained = _models(cfg["zoo"]["pretrained"], 0)
     names = [r["name"] for r in recipes] + [b["name"] for b in backbones + pretrained]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
