@@ -78,3 +78,20 @@ def test_missing_embeddings(digits_store, tmp_path):
         w.put("logits-only", "train", logits=np.zeros((900, 10), np.float32), card=ModelCard(name="logits-only"))
     with pytest.raises(DivergentError, match="no embeddings"):
         fit_head(Store.open(digits_store.root), "logits-only", grid=[1e-3])
+
+
+def test_collapsed_or_constant_embeddings_are_flagged():
+    import warnings
+
+    from divergent.probes.heads import CollapsedFeaturesWarning, check_not_collapsed
+
+    rng = np.random.default_rng(0)
+    X = np.zeros((50, 1280), np.float32)
+    with pytest.raises(DivergentError, match="constant on 'train'"):
+        check_not_collapsed("m", "train", X)
+    X[:, :6] = rng.normal(size=(50, 6))
+    with pytest.warns(CollapsedFeaturesWarning, match="only 6 of 1280"):
+        assert check_not_collapsed("m", "train", X) == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_not_collapsed("m", "train", rng.normal(size=(50, 64))) == 64

@@ -20,6 +20,33 @@ from ._io import embeddings, split_data, stratified_subset
 from .lbfgs import resolve_grid, sweep_probe
 
 
+class CollapsedFeaturesWarning(UserWarning):
+    """Embeddings vary in only a handful of dimensions: a probe on them says little (and is slow)."""
+
+
+def check_not_collapsed(model: str, split: str, X: np.ndarray) -> int:
+    """Refuse constant embeddings; warn when at most 1 % (and fewer than 16) of the dims vary.
+
+    Returns the number of varying dimensions. A backbone fed images far below its training
+    resolution can collapse like this (EfficientNet-Lite2 at 32 px: 6 of 1,280 dims vary), and the
+    L-BFGS sweep then runs for minutes to fit noise.
+    """
+    import warnings
+
+    X = np.asarray(X)
+    spread = X.max(axis=0) - X.min(axis=0)
+    scale = float(np.abs(X).max()) if X.size else 0.0
+    varying = int((spread > 1e-6 * max(scale, 1e-30)).sum())
+    if varying == 0:
+        raise DivergentError(f"{model!r} embeddings are constant on {split!r}: nothing for a linear head to fit",
+                             "check the extraction (input size, preprocessing, embedding layer) of this model")
+    if varying < 16 and varying <= X.shape[1] // 100:
+        warnings.warn(f"{model!r} embeddings vary in only {varying} of {X.shape[1]} dimensions on {split!r} "
+                      "(collapsed features: is the input resolution far below the model's?)",
+                      CollapsedFeaturesWarning, stacklevel=3)
+    return varying
+
+
 def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, grid=None, *,
              name: str | None = None, max_train: int | None = None, seed: int = 0,
              splits: list[str] | None = None, force: bool = False, tol: float = 1e-5,
@@ -61,6 +88,7 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
     idx = stratified_subset(y, max_train, seed)
     Xs = embeddings(store, model, select_on)
     K = len(fit_sd.class_names)
+    check_not_collapsed(model, fit_on, X[idx])
     sw = sweep_probe(X[idx], y[idx], Xs, np.asarray(sel_sd.labels, dtype=np.int64), grid, n_classes=K,
                      normalize=False, tol=tol, max_iter=max_iter, device=device)
     fit = sw.best
