@@ -105,5 +105,10 @@ def test_cifar10_plan_sizes_and_unknown_models():
     # pretrained CIFAR models keep their own 32 px; resizable backbones get zoo.input_size
     assert sizes["pretrained/resnet56"] == 0 and sizes["imagenet/efficientnet-lite2@96px"] == 96
     assert sizes["inat-bird/mobilenet_v2_1.0_224_quant"] == 0
+    units = plan.plan(C.load("cifar10")).units
+    # a renamed pretrained model is extracted under its configured name (calibrate and pairs use it);
+    # default-named backbones carry no name parameter (their cache keys stay put)
+    assert units["extract:pretrained/resnet56"].params["name"] == "pretrained/resnet56"
+    assert "name" not in units["extract:imagenet/efficientnet-lite2@96px"].params
     with pytest.raises(DivergentError, match="unknown model"):
         plan.zoo_plan(C.load("fashion-mnist", {"zoo.backbones": ["imagenet/efficientnet-lite9"]}))

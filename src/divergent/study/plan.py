@@ -61,8 +61,14 @@ def _models(entries: list, input_size: int) -> list[dict]:
 
         spec_name = resolve(e["model"]).name   # an unknown model fails here, before any unit runs
         name = e.get("name") or (f"{spec_name}@{size}px" if size else spec_name)
-        out.append({"spec": e["model"], "name": name, "input_size": size})
+        out.append({"spec": e["model"], "name": name, "input_size": size, "custom_name": bool(e.get("name"))})
     return out
+
+
+def _store_name(entry: dict) -> dict:
+    """The extract unit's `name` parameter: only for entries renamed in the config (a default name
+    is what extraction derives itself, and leaving it out keeps those units' cache keys)."""
+    return {"name": entry["name"]} if entry.get("custom_name") else {}
 
 
 def zoo_plan(cfg: dict) -> ZooPlan:
@@ -131,14 +137,14 @@ def plan(cfg: dict) -> Graph:
     for b in zp.backbones:
         g.add(Unit(f"extract:{b['name']}", "extract", S + "extract_unit",
                    dict(model=b["spec"], dataset=d["dataset"], options=d["options"], head="features",
-                        input_size=b["input_size"]), deps=("data",), cost=4.0))
+                        input_size=b["input_size"], **_store_name(b)), deps=("data",), cost=4.0))
         g.add(Unit(f"head:{b['name']}", "head", S + "head_unit", dict(model=b["name"], grid=a["probe_grid"], seed=seed),
                    deps=("data", f"extract:{b['name']}"), cost=1.0))
         models.append(f"head:{b['name']}")
     for p in zp.pretrained:
         g.add(Unit(f"extract:{p['name']}", "extract", S + "extract_unit",
                    dict(model=p["spec"], dataset=d["dataset"], options=d["options"], head="logits",
-                        input_size=p["input_size"]), deps=("data",), cost=4.0))
+                        input_size=p["input_size"], **_store_name(p)), deps=("data",), cost=4.0))
         models.append(f"extract:{p['name']}")
     names = zoo_names(zp)
     g.add(Unit("calibrate", "calibrate", S + "calibrate_unit", dict(fit_on=d["fit_on"], models=names),

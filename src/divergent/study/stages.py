@@ -117,8 +117,10 @@ def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
 
 # ---------------------------------------------------------------- extract (frozen backbones, pretrained)
 
-def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, input_size: int) -> dict:
-    """Extract a model on the study's splits into a private store, then stage its arrays."""
+def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, input_size: int,
+                 name: str | None = None) -> dict:
+    """Extract a model on the study's splits into a private store (under `name` when the config
+    renames it), then stage its arrays."""
     from ..extract import extract
     from ..store import Store, stage_entry
 
@@ -128,8 +130,8 @@ def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, inp
     for split in SPLITS:
         ds = open_split(dataset, split, options, tidx)
         res = extract(priv, model, ds, split, head=head, device=ctx.device, progress=False,
-                        input_size=input_size or None, workers=0)
-        names.add(res.get("model", model) if isinstance(res, dict) else model)
+                      input_size=input_size or None, workers=0, name=name)
+        names.add(res["model"])
     st = Store.open(priv)
     name = sorted(names)[0]
     staged = []
