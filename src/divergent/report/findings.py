@@ -31,8 +31,8 @@ CLAIMS: dict[int, tuple[str, str, int]] = {
         "specialization separation (mean phi where only the base is right minus where only the other is right, degrees) "
         "of the most different category's representative minus that of the reinit representative", +1),
     4: ("Low-accuracy models can improve a high-accuracy model if trained differently enough.",
-        "test accuracy of the greedy ensemble of the base with only lower-accuracy models (selected on holdout) "
-        "minus the base's test accuracy", +1),
+        "test accuracy of the greedy ensemble of the base (or base.high_accuracy) with only lower-accuracy models (selected on holdout) "
+        "minus the test accuracy of the model it starts from", +1),
     5: ("Representations of differently-trained models overlap but do not superset: combined they do better.",
         "accuracy of the best stacked/combined embedding minus the best single embedding (same evaluation)", +1),
 }
