@@ -182,7 +182,7 @@ def test_onnxruntime_path_is_certified_and_recorded(shared_dir):
     he, ee = eager(x)
     hf, ef = fast(x)        # first call: export + certification, answered by ONNX Runtime
     assert fast.provenance["runtime"].startswith("onnxruntime") and "certified" in fast.provenance["runtime"]
-    assert eager.provenance["runtime"] == "torch"
+    assert eager.provenance["runtime"] == "torch" and eager.runtime == "torch" and fast.runtime == "onnxruntime"
     np.testing.assert_allclose(hf, he, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ef, ee, rtol=1e-4, atol=1e-4)
     h2, e2 = fast(x[:5])     # later calls, other batch sizes

@@ -348,7 +348,7 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     workers = _default_workers(runner.device) if workers is None else int(workers)
     fp = fingerprint(model=store_name, spec=spec.to_dict(), pre=runner.preprocess.to_dict(), split=split,
                      n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
-                     runtime=str(runner.provenance.get("runtime", "torch")).split(" (")[0],
+                     runtime=runner.runtime,
                      store_head=plan.store != "none")
     from ..store.store import dir_key
 

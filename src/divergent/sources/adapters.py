@@ -52,6 +52,7 @@ class Runner:
     provenance: dict[str, Any] = field(default_factory=dict)
     module: Any = None  # the torch module, for benchmarks
     torch_forward: Any = None  # normalized input -> (head or None, embedding), for the ONNX Runtime path
+    runtime: str = "torch"     # what runs the forward pass: "torch" or "onnxruntime" (set by ort_runtime)
 
     def __call__(self, batch) -> tuple[np.ndarray | None, np.ndarray]:
         return self.fn(batch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -86,7 +86,13 @@ def accelerate(runner, runtime: str = "auto") -> None:
         runner.provenance["runtime"] = "torch"
         return
     eager_fn, forward, pre = runner.fn, runner.torch_forward, runner.preprocess
-    state: dict[str, Any] = {}
+
+    def as_pair(res, n_out):
+        return (None, res[0]) if n_out == 1 else (res[0], res[1])
+
+    def stay_on_torch(reason: str):
+        runner.provenance["runtime"] = f"torch ({reason})"
+        runner.fn = eager_fn
 
     def first_call(batch):
         import onnxruntime as ort
@@ -104,9 +110,8 @@ def accelerate(runner, runtime: str = "auto") -> None:
             outs = sess.run(None, {"x": x.numpy()})
             two = sess.run(None, {"x": torch.cat([x[:1], x[:1]]).numpy()})   # the batch size must be dynamic
         except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to the exact eager path
-            runner.provenance["runtime"] = f"torch (onnx export failed: {type(exc).__name__})"
             log.info("%s: ONNX Runtime not used (%s: %s); staying on torch", runner.spec.name, type(exc).__name__, exc)
-            runner.fn = eager_fn
+            stay_on_torch(f"onnx export failed: {type(exc).__name__}")
             return head, emb
         ref = [emb] if head is None else [head, emb]
         checks = ([_close(o, r) for o, r in zip(outs, ref)]
@@ -114,21 +119,16 @@ def accelerate(runner, runtime: str = "auto") -> None:
                   if len(outs) == len(ref) == len(two) else [(False, float("inf"))])
         worst = max(d for _, d in checks)
         if not all(ok for ok, _ in checks):
-            runner.provenance["runtime"] = f"torch (onnxruntime differed by {worst:.3g} on the first batch)"
             log.warning("%s: ONNX Runtime output differs from torch by %.3g; staying on torch", runner.spec.name, worst)
-            runner.fn = eager_fn
+            stay_on_torch(f"onnxruntime differed by {worst:.3g} on the first batch")
             return head, emb
-        import onnxruntime as ort_mod
-
-        runner.provenance["runtime"] = f"onnxruntime {ort_mod.__version__} (certified: max |diff| {worst:.2g} on the first batch)"
-        state["sess"] = sess
+        runner.runtime = "onnxruntime"
+        runner.provenance["runtime"] = f"onnxruntime {ort.__version__} (certified: max |diff| {worst:.2g} on the first batch)"
 
         def ort_fn(b):
-            xb = normalize_torch(torch.as_tensor(b), pre).numpy()
-            res = sess.run(None, {"x": xb})
-            return (None, res[0]) if n_out == 1 else (res[0], res[1])
+            return as_pair(sess.run(None, {"x": normalize_torch(torch.as_tensor(b), pre).numpy()}), n_out)
 
         runner.fn = ort_fn
-        return (None, outs[0]) if n_out == 1 else (outs[0], outs[1])
+        return as_pair(outs, n_out)
 
     runner.fn = first_call

@@ -127,8 +127,9 @@ def run_greedy(store, base: str, pool: list[str], max_size: int, cats: dict) -> 
     from ..analyses.ensembles import greedy_ensemble
 
     if not pool:  # the base alone
-        y = np.asarray(store.split(HOLDOUT).labels), np.asarray(store.split(TEST).labels)
-        accs = [float((probs_of(store, base, s).argmax(1) == yy).mean()) for s, yy in zip((HOLDOUT, TEST), y)]
+        from ..analyses._select import accuracies
+
+        accs = [accuracies(store, [base], s)[base] for s in (HOLDOUT, TEST)]
         return pd.DataFrame([dict(base=base, size=1, added=base, category="base", holdout_acc=accs[0],
                                   test_acc=accs[1], selected=True)]), [base]
     g = greedy_ensemble(store, base, pool=pool, fit_on=HOLDOUT, split=TEST, max_size=max_size, workers=1)
@@ -249,8 +250,7 @@ def _downstream_embeddings(ctx, model: str, task: str, ds, split: str, kind: dic
     priv = Path(ctx.work) / f"store-{task}"
     res = extract(priv, kind["spec"], ds, split, head="features", device=ctx.device, progress=False,
                     workers=0, input_size=kind.get("input_size") or None)
-    name = res.get("model", model) if isinstance(res, dict) else model
-    return np.asarray(Store.open(priv).array(name, split, "features"))
+    return np.asarray(Store.open(priv).array(res["model"], split, "features"))
 
 
 def downstream_store(ctx, task: str, models: list[str], kinds: dict) -> tuple[object, list[str], list[dict]]:
@@ -363,7 +363,8 @@ def evidence_for(store, pairs: pd.DataFrame, base: str, models: list[str], split
             ev.correct_base = labels == probs_of(store, base, split).argmax(1)
         # claim 4 compares the ensemble with the model it starts from (the high-accuracy model)
         ev.greedy_base = greedy_members[0]
-        ev.greedy_base_correct = labels == probs_of(store, greedy_members[0], split).argmax(1)
+        ev.greedy_base_correct = (ev.correct_base if greedy_members[0] == base
+                                  else labels == probs_of(store, greedy_members[0], split).argmax(1))
         ev.greedy_correct = (greedy_members_correct(store, greedy_members, split) if len(greedy_members) > 1
                              else ev.greedy_base_correct)
         ev.greedy_members = greedy_members[1:]

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import HOLDOUT, TEST, TRAIN
-from ..errors import DivergentError
 
 SPLITS = (TRAIN, HOLDOUT, TEST)
 
@@ -126,14 +125,12 @@ def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, inp
 
     priv = Path(ctx.work) / "store"
     tidx = _train_index(ctx)
-    names = set()
     for split in SPLITS:
         ds = open_split(dataset, split, options, tidx)
         res = extract(priv, model, ds, split, head=head, device=ctx.device, progress=False,
                       input_size=input_size or None, workers=0, name=name)
-        names.add(res["model"])
     st = Store.open(priv)
-    name = sorted(names)[0]
+    name = res["model"]   # the same store name on every split
     staged = []
     for split in SPLITS:
         arrays = {k: np.asarray(st.array(name, split, k)) for k in st.kinds(name, split)}
@@ -155,10 +152,8 @@ def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> di
             w.add_split(split, labels=sd.labels, class_names=list(sd.class_names), ids=sd.ids, dataset=sd.dataset)
             w.put(model, split, features=np.asarray(main.array(model, split, "features")), card=main.card(model))
     priv = priv.reload()
-    try:
-        from ..probes.heads import fit_head
-    except ImportError as exc:  # pragma: no cover - the probes part is absent
-        raise DivergentError("linear heads need divergent.probes.heads.fit_head", "install the probes part") from exc
+    from ..probes.heads import fit_head
+
     info = fit_head(priv, model, fit_on=TRAIN, select_on=HOLDOUT, grid=grid, seed=seed)
     priv = priv.reload()
     staged = []
