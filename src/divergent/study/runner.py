@@ -75,7 +75,7 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
     _clean_orphans(store)
     outputs: dict[str, str] = {}
     pending = list(graph)
-    prog = Progress(sum(u.cost for u in graph), len(graph), enabled=progress)
+    prog = Progress(sum(u.cost for u in graph), len(graph), enabled=progress, log_path=out / "study.log")
     running: dict[Future, tuple[Unit, str, float]] = {}
     cap = max(1, getattr(executor, "workers", workers))
     log.info("study run: %d units, executor %s", len(graph), type(executor).__name__)
@@ -86,13 +86,13 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
         outputs[u.id] = rec["output_hash"]
         summary.results[u.id] = result
         summary.ran.append(u.id)
-        prog.finish(u.cost)
+        prog.finish(u.cost, stage=u.stage, unit=u.id, seconds=time.monotonic() - t0)
         log.info("done %s (%.1fs)", u.id, time.monotonic() - t0)
 
     def fail(u: Unit, exc: BaseException) -> None:
         summary.failed[u.id] = f"{type(exc).__name__}: {exc}"
         log.error("unit %s failed: %s", u.id, summary.failed[u.id], exc_info=exc)
-        prog.finish(u.cost)
+        prog.finish(u.cost, stage=u.stage, unit=u.id, state="FAILED")
 
     interrupted = True
     try:
@@ -104,7 +104,7 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
                     pending.remove(u)
                     if u.id not in summary.skipped:
                         summary.skipped.append(u.id)
-                    prog.finish(u.cost)
+                    prog.finish(u.cost, stage=u.stage, unit=u.id, state="skipped")
                     continue
                 if not all(d in outputs or d in bad for d in u.deps):
                     continue
@@ -117,7 +117,7 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
                     outputs[u.id] = rec["output_hash"]
                     summary.results[u.id] = rec["result"]
                     summary.cached.append(u.id)
-                    prog.finish(u.cost, cached=True)
+                    prog.finish(u.cost, cached=True, stage=u.stage, unit=u.id)
                     log.info("cached %s", u.id)
                     continue
                 ctx = UnitContext(unit=u.id, out=out, store=store, work=cache.work_dir(u.id, fresh=True),
