@@ -2,7 +2,7 @@
 
 Layout: <root>/<class>/<file> (no official split), or <root>/{train,val,test}/<class>/<file>.
 Ids are paths relative to the dataset root with forward slashes, sorted; classes are the
-sorted class-folder names (or the classes= list/file). A single wrapper folder at the top of
+sorted class-folder names, by number when every name is a class number (or the classes= list/file). A single wrapper folder at the top of
 an archive (e.g. cifar10/train/cat/0.jpg) is stripped.
 """
 from __future__ import annotations
@@ -147,9 +147,17 @@ def _class_of(rel: str, part: str) -> str:
     return comps[1] if part else comps[0]
 
 
+def default_class_order(found) -> list[str]:
+    """Sorted class-folder names; folders that are all class numbers ('0', '1', ..., '999', as in
+    ImageNet-V2) are ordered by number, so folder '10' is class 10 (as text it would come third)."""
+    if found and all(c.isascii() and c.isdigit() and (c == "0" or not c.startswith("0")) for c in found):
+        return sorted(found, key=int)
+    return sorted(found)
+
+
 def _resolve_classes(found: set[str], classes, where: str) -> list[str]:
     if classes is None:
-        return sorted(found)
+        return default_class_order(found)
     if isinstance(classes, (str, os.PathLike)):
         p = Path(classes)
         if not p.is_file():

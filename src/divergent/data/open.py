@@ -12,9 +12,9 @@ from .base import ImageDataset
 from .splitting import check_split
 
 #: source names that need no path
-NAMED_SOURCES = ("fashion-mnist", "digits", "digits-mosaic", "fashion-mnist-mosaic", "cifar10-jpeg")
+NAMED_SOURCES = ("fashion-mnist", "digits", "digits-mosaic", "fashion-mnist-mosaic", "cifar10-jpeg", "cifar10")
 #: 'prefix:rest' source forms
-PREFIXES = ("fashion-mnist", "fashion-mnist-mosaic", "digits-mosaic", "idx", "npz", "voc", "folder", "tar", "torchvision")
+PREFIXES = ("fashion-mnist", "fashion-mnist-mosaic", "digits-mosaic", "idx", "npz", "voc", "folder", "tar", "torchvision", "cifar10")
 ON_ERROR = ("fail", "skip")
 
 
@@ -40,11 +40,12 @@ def _split_prefix(source: str) -> tuple[str | None, str]:
 
 
 def open_dataset(source: str, split: str = "test", *, on_error: str = "fail", verify: bool = False,
-                 seed: int = SPLIT_SEED, **options) -> ImageDataset:
+                 seed: int = SPLIT_SEED, download: bool = False, **options) -> ImageDataset:
     """Open a labelled image source as an ImageDataset restricted to one split.
 
     source: 'fashion-mnist[:DIR]', 'digits', 'digits-mosaic', 'fashion-mnist-mosaic[:DIR]',
-        'cifar10-jpeg' (the shared JPEG copy), 'torchvision:NAME@ROOT', 'npz:PATH' / PATH.npz,
+        'cifar10-jpeg' (the shared JPEG copy), 'cifar10[:PATH]' (the python archive),
+        'torchvision:NAME@ROOT', 'npz:PATH' / PATH.npz,
         'voc:DIR' / a VOC directory, 'folder:DIR' / an ImageFolder directory,
         'tar:PATH' / PATH.tar[.gz] / a directory of train/test archives, 'idx:DIR'.
     split: 'train', 'holdout', 'test', 'official-test' or 'all' (VOC also 'val', 'trainval').
@@ -52,6 +53,8 @@ def open_dataset(source: str, split: str = "test", *, on_error: str = "fail", ve
         'skip' (every encoded image is decoded once now; bad ones are left out and listed in
         dataset.skipped as (id, reason)). verify=True decodes every image now under 'fail'.
     seed: seed of the split rule (default divergent.conventions.SPLIT_SEED = 0).
+    download: fetch a named source (fashion-mnist, cifar10) that is found nowhere on this machine,
+        with checksums (divergent.data.locate; lookup order in docs/datasets.md). Off by default.
     options: reader-specific (classes=, name=, source_dataset=, n=, grid=, cache=, ...).
     """
     if not isinstance(source, (str, os.PathLike)):
@@ -62,7 +65,7 @@ def open_dataset(source: str, split: str = "test", *, on_error: str = "fail", ve
     from .voc import VOC_SPLITS
 
     check_split(split, extra=VOC_SPLITS)
-    ds = _dispatch(source, split, seed=seed, on_error=on_error, **options)
+    ds = _dispatch(source, split, seed=seed, on_error=on_error, download=download, **options)
     if on_error == "skip" or verify:
         ds = check_images(ds, on_error=on_error)
     if len(ds) == 0:
@@ -74,16 +77,25 @@ def open_dataset(source: str, split: str = "test", *, on_error: str = "fail", ve
     return ds
 
 
-def _dispatch(source: str, split: str, **kw) -> ImageDataset:
-    from . import arrays, folder, idx, mosaic, voc
+def _dispatch(source: str, split: str, *, download: bool = False, **kw) -> ImageDataset:
+    from . import arrays, folder, idx, locate, mosaic, voc
+
+    def fmnist(rest: str | None) -> str:
+        return rest or str(locate.find("fashion-mnist", download=download))
 
     prefix, rest = _split_prefix(source)
     if prefix == "torchvision":
         return arrays.open_torchvision(rest, split, **kw)
-    if prefix in ("fashion-mnist", "idx"):
-        return idx.open_idx(rest or None, split, fashion=prefix == "fashion-mnist", **kw)
-    if prefix in ("fashion-mnist-mosaic", "digits-mosaic"):
-        return mosaic.open_mosaic(prefix.removesuffix("-mosaic"), split, base_path=rest or None, **kw)
+    if prefix == "fashion-mnist":
+        return idx.open_idx(fmnist(rest), split, fashion=True, **kw)
+    if prefix == "idx":
+        return idx.open_idx(rest or None, split, fashion=False, **kw)
+    if prefix == "cifar10" or source == "cifar10":
+        return locate.open_cifar10(rest if prefix else None, split, download=download, **kw)
+    if prefix == "fashion-mnist-mosaic":
+        return mosaic.open_mosaic("fashion-mnist", split, base_path=fmnist(rest), **kw)
+    if prefix == "digits-mosaic":
+        return mosaic.open_mosaic("digits", split, base_path=rest or None, **kw)
     if prefix == "npz":
         return arrays.open_npz(rest, split, **kw)
     if prefix == "voc":
@@ -93,20 +105,16 @@ def _dispatch(source: str, split: str, **kw) -> ImageDataset:
     if prefix == "tar":
         return folder.open_tar(rest, split, **kw)
     if source == "fashion-mnist":
-        return idx.open_idx(None, split, fashion=True, **kw)
+        return idx.open_idx(fmnist(None), split, fashion=True, **kw)
     if source == "digits":
         return arrays.open_digits(split, **kw)
-    if source in ("digits-mosaic", "fashion-mnist-mosaic"):
-        return mosaic.open_mosaic(source.removesuffix("-mosaic"), split, **kw)
+    if source == "digits-mosaic":
+        return mosaic.open_mosaic("digits", split, **kw)
+    if source == "fashion-mnist-mosaic":
+        return mosaic.open_mosaic("fashion-mnist", split, base_path=fmnist(None), **kw)
     if source == "cifar10-jpeg":
-        root = shared_root()
-        if root is None or not (root / "data" / "cifar10-jpeg").is_dir():
-            raise DivergentError(
-                "the shared CIFAR-10 JPEG archives are not found",
-                "set DIVERGENT_SHARED to the shared folder, or pass the directory holding train.tar.gz and test.tar.gz",
-            )
         kw.setdefault("name", "cifar10-jpeg")
-        return folder.open_tar(str(root / "data" / "cifar10-jpeg"), split, **kw)
+        return folder.open_tar(str(locate.find("cifar10-jpeg")), split, **kw)
     path = Path(source).expanduser()
     if path.is_file():
         low = path.name.lower()
