@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
-import pickle
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import numpy as np
 
 from ..conventions import SPLIT_SEED
 from ..errors import DivergentError
+from .safe_pickle import restricted_loads
 
 FMNIST_SYSTEM = "/usr/share/datasets/fashion-mnist"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -226,34 +225,9 @@ def fetch(name: str, *, base_url: str | None = None, dest: Path | None = None, t
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 python archive
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles the CIFAR-10 batches (dicts of numpy arrays, lists, strings) and nothing else."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"a CIFAR-10 batch may not contain {module}.{name}")
-        if name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if module == "_codecs":
-            import codecs
-
-            return codecs.encode
-        try:
-            import numpy._core.multiarray as ma
-        except ImportError:  # numpy < 2
-            import numpy.core.multiarray as ma
-        return getattr(ma, name)
-
-
 def _load_batch(data: bytes, where: str) -> dict:
     try:
-        d = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
+        d = restricted_loads(data, what="a CIFAR-10 batch", encoding="latin1")
     except Exception as exc:  # noqa: BLE001 - any malformed pickle
         raise DivergentError(f"{where} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc})",
                              "re-download cifar-10-python.tar.gz") from exc
