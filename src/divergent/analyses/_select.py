@@ -78,6 +78,20 @@ def accuracies(store: Store, models: list[str], split: str) -> dict[str, float]:
     return {m: float(np.mean(predictions(store, m, split) == labels)) for m in models}
 
 
+def percent_to_fraction(x: float) -> float:
+    """x percent as a fraction, read as the decimal written: 99.9 -> 0.999 (the double nearest
+    0.999), where 99.9 / 100 gives 0.9990000000000001 and would miss an accuracy of exactly 0.999."""
+    from decimal import Decimal
+
+    return float(Decimal(repr(float(x))).scaleb(-2))
+
+
+def fraction(x: float) -> float:
+    """An accuracy given as a fraction (0.78) or a percent (78, anything above 1) as a fraction."""
+    x = float(x)
+    return percent_to_fraction(x) if x > 1.0 else x
+
+
 def parse_band(band) -> tuple[float, float] | None:
     """'0.74,0.78' or '74,78' or (lo, hi) -> fractions (lo, hi); None passes through."""
     if band is None or band == "":
@@ -90,7 +104,7 @@ def parse_band(band) -> tuple[float, float] | None:
     else:
         lo, hi = (float(x) for x in band)
     if hi > 1.0 or lo > 1.0:
-        lo, hi = lo / 100.0, hi / 100.0
+        lo, hi = percent_to_fraction(lo), percent_to_fraction(hi)
     if not (0.0 <= lo <= hi <= 1.0):
         raise DivergentError(f"accuracy band {band!r} is not an interval within [0, 1]", "e.g. --acc-band 0.74,0.78")
     return lo, hi

@@ -16,7 +16,7 @@ from ..cards import category
 from ..conventions import HOLDOUT, TEST, check_fit_split
 from ..engine import ModelSource, greedy_select, pair_codes, prepare, prepare_many
 from ..errors import DivergentError
-from ._select import accuracies, as_store, in_band, resolve_models, temperatures
+from ._select import accuracies, as_store, fraction, in_band, resolve_models, temperatures
 
 RULES = ("mean-probs", "mean-logits", "weighted")
 
@@ -27,10 +27,7 @@ def _check_rule(rule: str) -> None:
 
 
 def _frac(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x / 100.0 if x > 1.0 else x
+    return None if x is None else fraction(x)
 
 
 def _candidates(store, base, pool, split, fit_on, acc_max, acc_band, replacement, lower_only=False):

@@ -1,13 +1,13 @@
 """The pairs table (Sections 4.1-4.2, Appendix Table 1): every pair's metrics with 95 % intervals.
 
 Per-example outcome codes come from the exact engine (divergent.engine), are cached under
-STORE/cache/pairs/ by the content hashes of their inputs (labels, both models' scores, both
-temperatures), so adding a model to an N-model store computes only its new pairs.
+STORE/cache/pairs/<split>/ keyed by everything they depend on (the labels' and both models' score
+content hashes, both kinds and temperatures, the engine version), so adding a model to an N-model
+store computes only its new pairs. Each cached file also records those inputs and its own
+checksum, checked on every read; the arrays behind a cached pair are checked against their sha256
+too (once per process), so a cache never hides a corrupted input.
 """
 from __future__ import annotations
-
-import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,17 +18,19 @@ from ..errors import DivergentError, unknown
 from ..metrics.bootstrap import count_bootstrap
 from ..metrics.pairs import METRICS, code_counts, encode, metrics_from_counts
 from ..store import Store
-from ..store._io import atomic_save_npy
+from ..store.store import DerivedCache
 from ._select import accuracies, as_store, in_band, predictions, resolve_models, temperatures
 
 ENGINE_VERSION = "1"
 METRIC_COLUMNS = list(METRICS)
 
 
-def _pair_key(store: Store, split: str, a: str, b: str, ta: float, tb: float, kinds: tuple[str, str]) -> str:
-    parts = [ENGINE_VERSION, store.manifest["splits"][split]["files"]["labels"]["sha256"],
-             store.content_hash(a, split, kinds[0]), repr(float(ta)), store.content_hash(b, split, kinds[1]), repr(float(tb))]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+def pair_deps(store: Store, split: str, a: str, b: str, ta: float, tb: float, kinds: tuple[str, str]) -> dict:
+    """Everything the outcome codes of the pair (a, b) depend on: their cache key and check."""
+    return {"engine": ENGINE_VERSION, "split": split,
+            "labels": store.manifest["splits"][split]["files"]["labels"]["sha256"],
+            "a": {"kind": kinds[0], "sha256": store.content_hash(a, split, kinds[0]), "temperature": repr(float(ta))},
+            "b": {"kind": kinds[1], "sha256": store.content_hash(b, split, kinds[1]), "temperature": repr(float(tb))}}
 
 
 class _Codes:
@@ -40,15 +42,22 @@ class _Codes:
         self.labels = store.split(split).labels
         self.prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
         self._prepared: dict[str, object] = {}
-        self.cache_dir = store.root / "cache" / "pairs" / split.replace("/", "__")
+        self.cached = DerivedCache(store.root, f"pairs/{split.replace('/', '__')}")
         self.n_fallback = 0
         self.n_gather = 0
 
     def kind(self, m: str) -> str:
         return "logits" if self.store.has(m, self.split, "logits") else "probs"
 
-    def _path(self, a: str, b: str) -> Path:
-        return self.cache_dir / f"{_pair_key(self.store, self.split, a, b, self.temps[a], self.temps[b], (self.kind(a), self.kind(b)))}.npy"
+    def _deps(self, a: str, b: str) -> dict:
+        return pair_deps(self.store, self.split, a, b, self.temps[a], self.temps[b], (self.kind(a), self.kind(b)))
+
+    def check_inputs(self, models: list[str]) -> None:
+        """The labels and the models' scores against their sha256 (hashed once per process)."""
+        check = getattr(self.store, "ensure_checked", None)
+        if check is not None:
+            sp = self.store.manifest["splits"][self.split]["files"]
+            check([sp["labels"]] + [self.store.info(m, self.split, self.kind(m)) for m in models])
 
     def _prepare(self, names: list[str]):
         from ..engine import ModelSource, prepare_many
@@ -61,16 +70,19 @@ class _Codes:
 
     def codes(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
         out, todo = {}, []
+        self.check_inputs(sorted({m for ab in pairs for m in ab if m in self.prob_models}))
         for a, b in pairs:
             if a in self.prob_models and b in self.prob_models:
-                p = self._path(a, b)
-                if self.cache and p.exists():
-                    try:
-                        out[(a, b)] = np.load(p, allow_pickle=False)
-                        if out[(a, b)].shape == (len(self.labels),):
-                            continue
-                    except (ValueError, OSError):
-                        pass
+                hit = self.cached.get(self._deps(a, b)) if self.cache else None
+                if hit is not None:
+                    codes = hit.get("codes")
+                    if codes is None or codes.shape != (len(self.labels),) or codes.dtype != np.uint8:
+                        from ..errors import CorruptStoreError
+
+                        raise CorruptStoreError(f"cached pair codes {self.cached.path(self._deps(a, b))} have the "
+                                                "wrong shape or type", "delete that file (it is recomputed)")
+                    out[(a, b)] = codes
+                    continue
                 todo.append((a, b))
             else:  # decision-only: no ensemble bit
                 pa, pb = predictions(self.store, a, self.split), predictions(self.store, b, self.split)
@@ -88,8 +100,21 @@ class _Codes:
                 self.n_fallback += res.n_fallback
                 self.n_gather += res.n_gather
                 if self.cache:
-                    atomic_save_npy(self._path(a, b), res.codes)
+                    self.cached.put(self._deps(a, b), {"codes": np.asarray(res.codes, dtype=np.uint8)})
         return out
+
+
+def _check_inputs(store: Store, names: list[str], split: str) -> None:
+    """Every array the table reads, against its sha256 (in parallel; once per process and file)."""
+    check = getattr(store, "ensure_checked", None)
+    if check is None:
+        return
+    infos = [store.manifest["splits"][split]["files"]["labels"]]
+    for m in names:
+        kind = next((k for k in ("logits", "probs", "pred") if store.has(m, split, k)), None)
+        if kind is not None:
+            infos.append(store.info(m, split, kind))
+    check(infos)
 
 
 def _pairs_for(names: list[str], base: str | None) -> list[tuple[str, str]]:
@@ -116,6 +141,7 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
         raise unknown("base model", base, names or store.models)
     if not names:
         raise DivergentError(f"no model has predictions on split {split!r}", "extract or import predictions first")
+    _check_inputs(store, names, split)
     acc = accuracies(store, names, split)
     kept = in_band(acc, acc_band)
     if base is not None and base not in kept:

@@ -1,4 +1,4 @@
-"""How CLI commands print or save a result table (CSV / Parquet / JSON, written atomically)."""
+"""What CLI commands share: printing errors, saving result tables (CSV / Parquet / JSON, atomically), --wait."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,34 @@ from typing import Optional
 import typer
 
 from ..errors import DivergentError
+
+
+def print_error(problem: str, fix: str | None) -> None:
+    """The one format of an error on stderr: `error: PROBLEM` then `  fix: FIX`."""
+    lines = str(problem).splitlines() or [""]
+    typer.secho(f"error: {lines[0]}", fg="red", err=True)
+    for extra in lines[1:]:
+        typer.secho(f"  {extra}", err=True)
+    if fix:
+        typer.secho(f"  fix: {fix}", err=True)
+
+
+def wait_option(default: float, what: str):
+    """The `--wait SECONDS` option of every command that writes a store (one rule, docs/conventions.md)."""
+    return typer.Option(default, "--wait", metavar="SECONDS", min=0.0,
+                        help=f"wait up to SECONDS for another process writing the store, then refuse "
+                             f"(0: refuse at once; default {default:g}: {what})", show_default=False)
+
+
+def claim_early(store, wait: float) -> None:
+    """Before long work that ends in a write: wait for (or refuse) another writer now, not at the end."""
+    from ..store import _io
+
+    root = Path(store)
+    if (root / "manifest.json").is_file():
+        lock = _io.WriterLock(root)
+        lock.acquire(wait)
+        lock.release()
 
 
 def write_table(df, out: Path) -> None:

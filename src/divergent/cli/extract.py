@@ -5,11 +5,14 @@ from typing import Optional
 
 import typer
 
+from ..conventions import WAIT_BATCH
 from ..errors import DivergentError
+from ._output import print_error, wait_option
 
 
 def _fail(exc: DivergentError) -> None:
-    typer.echo(f"error: {exc}", err=True)
+    """Print a user error with its fix and exit 2 (also where the commands run outside `divergent.cli.main`)."""
+    print_error(exc.problem, exc.fix)
     raise typer.Exit(2)
 
 
@@ -67,33 +70,49 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto (CUDA with autocast when present), cpu, cuda[:N]"),
         workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: cores not used by torch on CPU; cores - 1 with CUDA)"),
         force: bool = typer.Option(False, "--force", help="redo (model, split) pairs already in the store"),
-        mapping: Optional[str] = typer.Option(None, "--mapping", help="class-mapping file (CSV or TOML) to the split's classes"),
+        mapping: Optional[str] = typer.Option(None, "--mapping", help="class-mapping file (CSV or TOML) to the split's classes, or model-vs-human-16"),
+        mapping_rule: Optional[str] = typer.Option(None, "--mapping-rule", help="a target's score: sum (default) or mean (model-vs-human) of its mapped probabilities"),
         head: str = typer.Option("auto", "--head", help="auto | logits (misfit is an error) | features"),
         input_size: Optional[int] = typer.Option(None, "--input-size", help="run at this input resolution"),
         runtime: str = typer.Option("auto", "--runtime", help="CPU torch models: auto (ONNX Runtime when certified equal on the first batch), torch, onnxruntime"),
         name: Optional[str] = typer.Option(None, "--name", help="store the model under this name (single model)"),
         on_error: str = typer.Option("fail", "--on-error", help="unreadable images: fail, or skip and record"),
+        download: bool = typer.Option(False, "--download", help="download fashion-mnist / cifar10 (checksummed) when found nowhere on this machine"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        trust_module: list[str] = typer.Option([], "--trust-module", help="let torch:<module>:<Class> specs import this module and its submodules (repeatable; importing runs its code)"),
+        wait: float = wait_option(WAIT_BATCH, "an unattended run waits"),
     ):
         """Run models over a dataset split; store logits (or probs) and pre-logit embeddings, resumably."""
         from ..extract import extract, extract_many
+        from ..store import lock_wait
+        from ..sources.registry import trust_modules
 
         if bool(model) == bool(models):
             _fail(DivergentError("give exactly one of --model and --models", "e.g. --model cifar10/resnet20 or --models 'cifar10/*'"))
-        kw = dict(batch_size=batch_size, device=device, workers=workers, force=force, mapping=mapping, head=head,
-                  input_size=input_size, progress=progress, on_error=on_error, runtime=runtime)
+        kw = dict(batch_size=batch_size, device=device, workers=workers, force=force, mapping=mapping, mapping_rule=mapping_rule, head=head,
+                  input_size=input_size, progress=progress, on_error=on_error, runtime=runtime,
+                  dataset_options={"download": True} if download else None)
         try:
+            trust_modules(*trust_module)
             if model:
-                r = extract(store, model, data, split, name=name, **kw)
+                with lock_wait(wait):
+                    r = extract(store, model, data, split, name=name, **kw)
                 typer.echo(f"{r['model']} on {r['split']}: {r['status']} ({', '.join(r.get('stored') or [])})"
                            + (f"; {r['head']}" if r.get("head") else "")
                            + (f"; {r['images_per_s']:.0f} images/s" if r.get("images_per_s") else ""))
                 return
             if name:
                 raise DivergentError("--name applies to a single --model", "drop --name for bulk runs")
-            df = extract_many(store, models, data, split, **kw)
+            with lock_wait(wait):
+                df = extract_many(store, models, data, split, **kw)
         except DivergentError as exc:
             _fail(exc)
         typer.echo(df[["model", "status", "stored", "head", "images_per_s", "error"]].to_string(index=False))
-        if (df["status"] == "failed").any():
-            raise typer.Exit(1)
+        failed = df[df["status"] == "failed"]
+        if len(failed):
+            first = failed.iloc[0]
+            _fail(DivergentError(
+                f"{len(failed)} of {len(df)} models failed (first: {first['model']}: "
+                f"{str(first['error']).splitlines()[0] if first['error'] else 'unknown error'})",
+                f"see the error column above and {store}/.staging/extract/failures.jsonl; "
+                "rerun one with --model to see its error and fix"))

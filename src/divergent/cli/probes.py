@@ -6,9 +6,8 @@ from typing import Optional
 
 import typer
 
-from ._output import show_table
-
-from ..conventions import HOLDOUT, TEST, TRAIN
+from ..conventions import HOLDOUT, TEST, TRAIN, WAIT_INTERACTIVE
+from ._output import claim_early, show_table, wait_option
 
 
 def _grid(grid: str):
@@ -52,14 +51,17 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
         out: Optional[Path] = typer.Option(None, "--out", help="write the lam sweep table (csv/parquet/json)"),
+        wait: float = wait_option(WAIT_INTERACTIVE, "refuse at once"),
     ) -> None:
         """Fit an L-BFGS linear head on a model's embeddings; write its logits for every split."""
         from ..probes.heads import fit_head
-        from ..store import Store
+        from ..store import Store, lock_wait
 
         _torch_threads(threads)
-        res = fit_head(Store.open(store), model, fit_on, select_on, _grid(grid), name=name, max_train=max_train,
-                       seed=seed, force=force, device=device)
+        claim_early(store, wait)
+        with lock_wait(wait):
+            res = fit_head(Store.open(store), model, fit_on, select_on, _grid(grid), name=name, max_train=max_train,
+                           seed=seed, force=force, device=device)
         typer.echo(f"linear head for {model!r} stored as {res['name']!r}: lam={res['lam']:.3g} (C={res['C']:.3g}), "
                    f"fitted on {res['n_fit']} examples of {fit_on!r}, {select_on!r} accuracy {res['select_accuracy']:.4f}"
                    + ("" if res["converged"] else "  [NOT CONVERGED: see the sweep table]"))

@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
+from ..conventions import WAIT_INTERACTIVE
 from ..errors import DivergentError
-from ._output import show_table
+from ._output import claim_early, show_table, wait_option
 
 
 def _read_categories(path: Path) -> dict:
@@ -30,8 +31,8 @@ def register(app: typer.Typer) -> None:
     def import_cmd(
         store: Path = typer.Argument(..., help="store directory (created if absent)"),
         file: Path = typer.Argument(..., help=".npz (labels + logits/probs/pred/features [+ ids, class_names]) or CSV/Parquet of decisions"),
-        split: str = typer.Option(..., "--split", help="split the predictions belong to (train, holdout, test, ...)"),
-        model: str = typer.Option(..., "--model", help="model name in the store"),
+        split: Optional[str] = typer.Option(None, "--split", help="split the predictions belong to (train, holdout, test, ...)"),
+        model: Optional[str] = typer.Option(None, "--model", help="model name in the store"),
         card: Optional[Path] = typer.Option(None, "--card", help="model card (JSON or TOML)"),
         renormalize: bool = typer.Option(False, "--renormalize", help="accept probabilities not summing to 1 by renormalising (recorded)"),
         force: bool = typer.Option(False, "--force", help="replace existing arrays of this model and split"),
@@ -41,46 +42,72 @@ def register(app: typer.Typer) -> None:
         score_col: str = typer.Option("prob", "--score-col", help="CSV/Parquet: score column or prefix (timm: prob)"),
         label_col: Optional[str] = typer.Option(None, "--label-col", help="CSV/Parquet: label column, if any"),
         strip_id_prefix: Optional[str] = typer.Option(None, "--strip-id-prefix", help="remove this prefix from ids (e.g. an absolute dataset root)"),
+        class_names: Optional[str] = typer.Option(None, "--class-names", help="comma-separated class names, in class-index order (for labels given as names, or a new split)"),
+        format: Optional[str] = typer.Option(None, "--format", help="another project's files: model-vs-human (raw-data DIR), imagenet-testbed (log DIR), timm (inference.py results) -- docs/interop.md"),
+        shift: Optional[str] = typer.Option(None, "--shift", help="imagenet-testbed: the evaluation setting (default: from task.cmd)"),
+        wait: float = wait_option(WAIT_INTERACTIVE, "refuse at once"),
     ):
-        """Import one model's predictions on one split into a store."""
+        """Import one model's predictions on one split into a store (nothing is written unless all of it is valid)."""
+        from ..store import lock_wait
         from ..store.importers import import_predictions
 
-        res = import_predictions(store, file, split=split, model=model, card=card, renormalize=renormalize, force=force,
-                                 dataset=dataset, id_col=id_col, pred_col=pred_col, score_col=score_col,
-                                 label_col=label_col, strip_id_prefix=strip_id_prefix)
-        typer.echo(f"imported {', '.join(res['kinds'])} of {model!r} on {split!r} into {store}")
+        names = [c.strip() for c in class_names.split(",")] if class_names else None
+        with lock_wait(wait):
+            res = import_predictions(store, file, split=split, model=model, card=card, renormalize=renormalize,
+                                     force=force, dataset=dataset, id_col=id_col, pred_col=pred_col,
+                                     score_col=score_col, label_col=label_col, strip_id_prefix=strip_id_prefix,
+                                     class_names=names, format=format, shift=shift)
+        for r in (res if isinstance(res, list) else [res]):
+            typer.echo(f"imported {', '.join(r['kinds'])} of {r['model']!r} on {r['split']!r} into {store}")
 
     @app.command("verify")
     def verify_cmd(store: Path = typer.Argument(..., help="store directory")):
-        """Re-check every array's checksum and shape."""
-        from ..store import Store
+        """Re-check the manifest's checksum, every array and cached result; list leftovers and pending entries."""
+        from ..store.store import verify_store
 
-        problems = Store.open(store).verify()
-        if problems:
-            for p in problems:
-                typer.secho(p, fg="red", err=True)
-            raise DivergentError(f"{len(problems)} problem(s) in {store}",
-                                 "re-import or re-extract the affected models (divergent rm, then import/extract)")
-        typer.echo(f"{store}: all arrays match their checksums")
+        rep = verify_store(store)
+        for title, items in (("leftovers of killed processes (the next write removes them)",
+                              [f"{p.relative_to(store)}: {why}" for p, why in rep.leftovers]),
+                             ("staged entries waiting for a writer to commit them", [str(p.relative_to(store)) for p in rep.pending]),
+                             ("notes", rep.notes)):
+            if items:
+                typer.echo(f"{title}:")
+                for line in items:
+                    typer.echo(f"  {line}")
+        if rep.problems:
+            first, *rest = rep.problems
+            raise DivergentError(f"{len(rep.problems)} problem(s) in {store}: {first}"
+                                 + "".join(f"\n{p}" for p in rest),
+                                 "re-import or re-extract the affected models (divergent rm, then import/extract); "
+                                 "a damaged cached result can be deleted (it is recomputed)")
+        typer.echo(f"{store}: the manifest, all arrays and cached results match their checksums")
 
     @app.command("rm")
-    def rm_cmd(store: Path = typer.Argument(...), model: str = typer.Argument(..., help="model to remove")):
+    def rm_cmd(store: Path = typer.Argument(...), model: str = typer.Argument(..., help="model to remove"),
+               wait: float = wait_option(WAIT_INTERACTIVE, "refuse at once")):
         """Remove a model (all splits) from a store."""
         from ..store import Store
 
         st = Store.open(store)
-        with st.writer(command=f"rm {model}") as w:
+        with st.writer(command=f"rm {model}", wait=wait) as w:
             w.remove(model)
         typer.echo(f"removed {model!r} from {store}")
 
     @app.command("export")
-    def export_cmd(store: Path = typer.Argument(...), out: Path = typer.Option(None, "--out", help="Parquet file (default STORE/export.parquet)"),
-                   uncalibrated: bool = typer.Option(False, "--uncalibrated", help="probabilities at T = 1")):
-        """Export predictions as one long Parquet table (model, split, id, label, pred, correct, p_pred, p_label)."""
+    def export_cmd(store: Path = typer.Argument(...), out: Path = typer.Option(None, "--out", help="Parquet file (default STORE/export.parquet), or a folder with --format model-vs-human"),
+                   uncalibrated: bool = typer.Option(False, "--uncalibrated", help="probabilities at T = 1"),
+                   format: str = typer.Option("parquet", "--format", help="parquet (one long table) or model-vs-human (raw-data CSVs per dataset and model)")):
+        """Export predictions as one long Parquet table (model, split, id, label, pred, correct, confidence, p_pred, p_label)."""
         from ..store import Store
-        from ..store.export import export_long
+        from ..store.export import export_long, export_model_vs_human
 
         st = Store.open(store)
+        if format == "model-vs-human":
+            files = export_model_vs_human(st, out or st.root / "export-model-vs-human")
+            typer.echo(f"wrote {len(files)} model-vs-human CSV files under {out or st.root / 'export-model-vs-human'}")
+            return
+        if format != "parquet":
+            raise DivergentError(f"unknown export format {format!r}", "use --format parquet or --format model-vs-human")
         path = export_long(st, out or st.root / "export.parquet", calibrated=not uncalibrated)
         typer.echo(f"wrote {path}")
 
@@ -97,12 +124,17 @@ def register(app: typer.Typer) -> None:
                       models: Optional[str] = typer.Option(None, "--models", help="comma list or pattern (default all)"),
                       report_on: Optional[str] = typer.Option(None, "--split", help="also report NLL/ECE on this split"),
                       allow_fit_on_eval: bool = typer.Option(False, "--allow-fit-on-eval", help="permit fitting on the evaluated split"),
-                      out: Optional[Path] = typer.Option(None, "--out")):
+                      out: Optional[Path] = typer.Option(None, "--out"),
+                      wait: float = wait_option(WAIT_INTERACTIVE, "refuse at once")):
         """Fit a temperature per model by minimising NLL on --fit-on; report NLL/ECE before and after."""
         from ..analyses.calibration import calibrate
+        from ..store import lock_wait
 
-        show_table(calibrate(store, fit_on=fit_on, models=models, report_on=report_on,
-                                  allow_fit_on_eval=allow_fit_on_eval), out)
+        claim_early(store, wait)
+        with lock_wait(wait):
+            table = calibrate(store, fit_on=fit_on, models=models, report_on=report_on,
+                              allow_fit_on_eval=allow_fit_on_eval)
+        show_table(table, out)
 
     @app.command("pairs")
     def pairs_cmd(store: Path = typer.Argument(...), split: str = typer.Option("test", "--split", help="split evaluated"),

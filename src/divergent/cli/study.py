@@ -6,6 +6,9 @@ from typing import Optional
 
 import typer
 
+from ..conventions import WAIT_BATCH
+from ._output import wait_option
+
 study_app = typer.Typer(help="Run the paper's study on a zoo: train -> extract -> head -> calibrate -> pairs -> analyses -> report.",
                         no_args_is_help=True)
 
@@ -19,9 +22,16 @@ def run_cmd(
     force: list[str] = typer.Option([], "--force", help="rerun a stage or unit even if cached (repeatable)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set analysis.n_boot=200"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    trust_module: list[str] = typer.Option([], "--trust-module", help="let torch:<module>:<Class> specs import this module (repeatable); confirms run.trusted_modules"),
+    wait: float = wait_option(WAIT_BATCH, "an unattended run waits"),
 ):
     """Run (or resume) a study; prints where the report is."""
     from .. import study
+    from ..errors import DivergentError
+    from ..store import lock_wait
+    from ..sources.registry import trust_modules
+
+    trust_modules(*trust_module)   # a study file cannot trust code by itself: the user confirms here
 
     overrides = {}
     for s in set_:
@@ -35,10 +45,14 @@ def run_cmd(
         except tomllib.TOMLDecodeError:
             overrides[k.strip()] = v
     # a DivergentError propagates to divergent.cli.main, which prints it with its fix (exit 2)
-    summary = study.run_study(config, out, overrides=overrides, executor=executor, workers=workers,
-                              progress=None if progress else False, force=tuple(force), echo=typer.echo)
+    with lock_wait(wait):
+        summary = study.run_study(config, out, overrides=overrides, executor=executor, workers=workers,
+                                  progress=None if progress else False, force=tuple(force), echo=typer.echo)
     if not summary.ok:
-        raise SystemExit(1)
+        unit, why = next(iter(summary.failed.items()))
+        raise DivergentError(f"{len(summary.failed)} unit(s) of the study failed (first: {unit}: "
+                             f"{str(why).splitlines()[0] if why else 'unknown error'})",
+                             f"see the log under {out}; fix the cause and run the same command again (it resumes)")
 
 
 @study_app.command("presets")

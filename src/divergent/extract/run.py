@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..cards import ModelCard
-from ..errors import DivergentError, StoreLockedError
+from ..errors import DivergentError
 from ..sources.registry import expand_models, resolve
 from ..sources.spec import ModelSpec
-from .mapping import apply_mapping, load_mapping
+from .mapping import ClassMapping, apply_mapping, imagenet_head, load_mapping, mapping_path
 from .staging import ChunkDir, fingerprint
 
 HEAD_POLICIES = ("auto", "logits", "features")
@@ -101,18 +101,12 @@ def _is_oom(exc: BaseException) -> bool:
 
 # ----------------------------------------------------------------------------- store side
 def _with_writer(st, fn, *, timeout: float = 600.0):
-    """Run fn(writer) under the store's lock, waiting for other writers."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        try:
-            with st.writer(command="divergent extract") as w:
-                return fn(w)
-        except StoreLockedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    """Run fn(writer) under the store's lock, waiting for other writers up to the wait in force
+    (`divergent.store.lock_wait`, the CLI's --wait), else `timeout` seconds."""
+    from ..store import _io
+
+    with st.writer(command="divergent extract", wait=_io.writer_wait(timeout)) as w:
+        return fn(w)
 
 
 def _ensure_split(st, split: str, ds) -> None:
@@ -176,7 +170,7 @@ class HeadPlan:
 
 
 def plan_head(spec: ModelSpec, n_out: int | None, labels: list[str] | None, class_names: list[str],
-              mapping=None, head: str = "auto") -> HeadPlan:
+              mapping=None, head: str = "auto", mapping_rule: str | None = None) -> HeadPlan:
     """Decide whether the head fits the split's label space (directly, reordered, or through a mapping)."""
     if head not in HEAD_POLICIES:
         raise DivergentError(f"unknown head policy {head!r}", f"use one of {', '.join(HEAD_POLICIES)}")
@@ -192,9 +186,16 @@ def plan_head(spec: ModelSpec, n_out: int | None, labels: list[str] | None, clas
         own = own[:bg] + own[bg + 1:]
     info = {"model_outputs": n_out, "background_class_dropped": bg}
     if mapping is not None:
-        m = load_mapping(mapping) if not isinstance(mapping, dict) else dict(mapping)
+        m = (load_mapping(mapping, rule=mapping_rule) if not isinstance(mapping, dict)
+             else ClassMapping(mapping, rule=mapping_rule or getattr(mapping, "rule", "sum")))
         apply_mapping(np.full((1, k), 1.0 / k), m, list(class_names))  # validate before the long pass
         return HeadPlan("probs", "class mapping", n_out, bg, m, info=info)
+    auto = imagenet_head(n_out, bg, spec.label_space, labels, list(class_names))
+    if auto is not None:
+        ibg, cols, iinfo = auto
+        return HeadPlan("probs" if (spec.output == "probs" or ibg is not None) else "logits",
+                        f"ImageNet head: columns of the split's {iinfo['label_space']} classes", n_out, ibg,
+                        reorder=cols, info={**info, "background_class_dropped": ibg, **iinfo})
     if k == c:
         if own is None or [s.lower() for s in own] == [s.lower() for s in class_names]:
             return HeadPlan("probs" if (spec.output == "probs" or bg is not None) else "logits", "head fits the split", n_out, bg, info=info)
@@ -230,7 +231,10 @@ def finish_head(plan: HeadPlan, spec: ModelSpec, raw: np.ndarray, class_names: l
             p, minfo = apply_mapping(p, plan.mapping, class_names)
             info["mapping"] = minfo
         if plan.reorder is not None:
+            cut = len(plan.reorder) < p.shape[1]
             p = p[:, plan.reorder]
+            if cut:  # a subset of the head's classes (ImageNet-R/-A): renormalise over them
+                p, _ = _renorm(p)
         return "probs", p.astype(np.float32), info
     if plan.reorder is not None:
         x = x[:, plan.reorder]
@@ -311,14 +315,16 @@ def _open(data, split, on_error, dataset_options):
 def extract(store_path, model: str, data, split: str = "test", *, batch_size: int = 256, device: str = "auto",
             workers: int | None = None, force: bool = False, mapping=None, progress: bool = True,
             name: str | None = None, head: str = "auto", input_size: int | None = None, on_error: str = "fail",
-            dataset_options: dict | None = None, chunk_images: int = 2048, runtime: str = "auto") -> dict[str, Any]:
+            dataset_options: dict | None = None, chunk_images: int = 2048, runtime: str = "auto",
+            mapping_rule: str | None = None) -> dict[str, Any]:
     """Extract one model's head outputs and pre-logit embeddings on one split into a store.
 
     model: a built-in name (``divergent models list``) or a source spec (``timm:resnet18@random``).
     data: a dataset source for :func:`divergent.data.open_dataset` (or an opened ImageDataset).
     head: ``auto`` (logits when the head fits the split's classes, else features only),
     ``logits`` (a head that does not fit is an error), ``features`` (embeddings only).
-    mapping: a CSV/TOML class-mapping file (or dict) from the model's classes to the split's.
+    mapping: a CSV/TOML class-mapping file, a built-in mapping name (``model-vs-human-16``) or a dict,
+    from the model's classes to the split's; mapping_rule: sum (default) or mean of each target's sources.
     input_size: run at another input resolution (the stored name gets ``@<size>px``).
     runtime: torch models on CPU run through ONNX Runtime when certified equal on the first batch
     (``auto``, the default), always in eager torch (``torch``), or must use ONNX Runtime (``onnxruntime``).
@@ -344,7 +350,8 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
 
     probe_img = ds.raw(0) if getattr(getattr(ds, "_reader", None), "decodes", True) is False else ds.image(0)
     ph, pe = runner(_as_batch(runner, ImageTransform(runner.preprocess)(probe_img)))
-    plan = plan_head(spec, None if ph is None else ph.shape[1], runner.labels, list(ds.class_names), mapping, head)
+    plan = plan_head(spec, None if ph is None else ph.shape[1], runner.labels, list(ds.class_names), mapping, head,
+                     mapping_rule=mapping_rule)
     workers = _default_workers(runner.device) if workers is None else int(workers)
     fp = fingerprint(model=store_name, spec=spec.to_dict(), pre=runner.preprocess.to_dict(), split=split,
                      n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
@@ -427,7 +434,9 @@ def _card(spec: ModelSpec, store_name, runner, plan, head_info, ds, split, bs, w
         from ..sources.adapters import sha256_file
 
         prov["mapping_file"] = str(mapping)
-        prov["mapping_sha256"] = sha256_file(Path(mapping))
+        prov["mapping_sha256"] = sha256_file(mapping_path(mapping))
+    if plan.mapping is not None:
+        prov["mapping_rule"] = getattr(plan.mapping, "rule", "sum")
     hparams = {"input_size": int(input_size)} if input_size else {}
     return ModelCard(
         name=store_name, family=spec.family, depth=spec.depth, width=spec.width, objective=spec.objective,

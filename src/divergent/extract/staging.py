@@ -2,9 +2,11 @@
 
 Each chunk file holds the head outputs and embeddings of a contiguous run of examples
 ``[start, start + count)`` and the batch size that produced them; files are written to a
-temporary name and renamed, so a kill -9 leaves either a whole chunk or none. A resumed run
-reuses the recorded batch size, so on CPU it recomputes exactly the batches an uninterrupted
-run would have computed (bit-identical arrays).
+temporary name marked with the writing process (divergent.store._io.temp_name) and renamed, so a
+kill -9 leaves either a whole chunk or none, plus at most a temporary that any later process can
+tell is a leftover. Chunks and job.json are never leftovers: they are what a rerun resumes from.
+A resumed run reuses the recorded batch size, so on CPU it recomputes exactly the batches an
+uninterrupted run would have computed (bit-identical arrays).
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from ..store._io import crash_point, open_temp, temp_is_leftover
 
 
 def fingerprint(**parts) -> str:
@@ -41,11 +44,13 @@ class ChunkDir:
                 shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
         if not meta.exists():
-            tmp = self.path / f".tmp-{uuid.uuid4().hex}.json"
-            tmp.write_text(json.dumps({"fingerprint": self.fp}))
+            tmp, fd = open_temp(meta)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"fingerprint": self.fp}))
             os.replace(tmp, meta)
-        for junk in self.path.glob(".tmp-*"):
-            junk.unlink(missing_ok=True)
+        for junk in self.path.glob(".*.tmp"):  # temporaries of killed runs (never a live one's)
+            if temp_is_leftover(junk, writer_area=False, lock_held=False):
+                junk.unlink(missing_ok=True)
         chunks, end = [], 0
         for f in sorted(self.path.glob("chunk-*.npz")):
             try:
@@ -65,16 +70,21 @@ class ChunkDir:
         return chunks
 
     def write(self, start: int, batch_size: int, head: np.ndarray | None, emb: np.ndarray) -> Path:
-        tmp = self.path / f".tmp-{uuid.uuid4().hex}.npz"
+        final = self.path / f"chunk-{start:010d}.npz"
         arrays = {"start": np.int64(start), "count": np.int64(len(emb)), "batch_size": np.int64(batch_size), "emb": emb}
         if head is not None:
             arrays["head"] = head
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        final = self.path / f"chunk-{start:010d}.npz"
-        os.replace(tmp, final)
+        tmp, fd = open_temp(final)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            crash_point("chunk-written")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return final
 
     def load(self, chunks: list[dict]) -> tuple[np.ndarray | None, np.ndarray]:

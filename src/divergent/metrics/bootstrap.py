@@ -2,34 +2,69 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..conventions import CI_LEVEL, N_BOOT
+from ..conventions import CI_LEVEL, N_BOOT, threads
 
 
 def count_bootstrap(counts: np.ndarray, stat: Callable[[np.ndarray], dict[str, np.ndarray]], *,
                     n_boot: int = N_BOOT, level: float = CI_LEVEL, seed: int = 0,
-                    chunk: int = 256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                    chunk: int = 256, workers: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Percentile intervals of `stat(counts)` by multinomial resampling of the counts (P, K).
 
     Resampling the counts of the per-example joint outcomes is the paired (example-level)
-    bootstrap of any statistic that depends only on those counts.
+    bootstrap of any statistic that depends only on those counts. The draws come from one
+    generator, chunk after chunk in order; `stat` and the percentiles of each chunk run on
+    `workers` threads (default: divergent.conventions.threads()) while the next chunk is drawn,
+    so the intervals do not depend on `workers`.
     """
     counts = np.atleast_2d(np.asarray(counts, dtype=np.int64))
     rng = np.random.default_rng(seed)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    out: dict[str, list] = {}
-    for s in range(0, len(counts), chunk):
-        c = counts[s : s + chunk]
+
+    def draw(c):
         n = c.sum(axis=1)
         p = c / np.maximum(n, 1)[:, None]
-        draws = rng.multinomial(n[None, :], p[None, :, :], size=(n_boot, len(c)))  # (B, P, K)
-        vals = stat(draws)
-        for k, v in vals.items():
-            lo, hi = np.nanpercentile(v, q, axis=0) if np.isfinite(v).any() else (np.full(len(c), np.nan),) * 2
-            out.setdefault(k, []).append((lo, hi))
+        return rng.multinomial(n[None, :], p[None, :, :], size=(n_boot, len(c)))  # (B, P, K)
+
+    def summarise(draws):
+        return {k: _percentiles(v, q, draws.shape[1]) for k, v in stat(draws).items()}
+
+    starts = range(0, len(counts), chunk)
+    workers = threads() if workers is None else max(1, int(workers))
+    if workers == 1 or len(starts) == 1:
+        parts = [summarise(draw(counts[s : s + chunk])) for s in starts]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            futures: list = []
+            for i, s in enumerate(starts):
+                futures.append(ex.submit(summarise, draw(counts[s : s + chunk])))  # drawn here, in order
+                if i >= workers:  # at most workers + 1 chunks of draws held at once
+                    futures[i - workers].result()
+            parts = [f.result() for f in futures]
+    out: dict[str, list] = {}
+    for part in parts:
+        for k, v in part.items():
+            out.setdefault(k, []).append(v)
     return {k: (np.concatenate([x[0] for x in v]), np.concatenate([x[1] for x in v])) for k, v in out.items()}
+
+
+def _percentiles(v: np.ndarray, q: list[float], n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.nanpercentile(v, q, axis=0) (NaN where nothing is finite), with the NaN-free columns by
+    np.percentile: the same numbers (nanpercentile drops the NaNs of a column and then takes the
+    same quantile), several times faster."""
+    if not np.isfinite(v).any():
+        return (np.full(n_cols, np.nan),) * 2
+    nan_cols = np.isnan(v).any(axis=0)
+    if not nan_cols.any():
+        lo, hi = np.percentile(v, q, axis=0)
+        return lo, hi
+    res = np.empty((2,) + v.shape[1:])
+    res[:, ~nan_cols] = np.percentile(v[:, ~nan_cols], q, axis=0)
+    res[:, nan_cols] = np.nanpercentile(v[:, nan_cols], q, axis=0)
+    return res[0], res[1]
 
 
 def shared_resamples(n: int, *, n_boot: int = N_BOOT, seed: int = 0) -> Iterator[np.ndarray]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analyses._select import as_store
+from ..analyses._select import as_store, fraction
 from ..conventions import HOLDOUT, TEST, TRAIN, check_fit_split
 from ..errors import DivergentError
 from ._io import embeddings, split_data, stratified_subset
@@ -156,8 +156,7 @@ def dims_to_target(curve, target: float, metric: str = "accuracy"):
     """
     import pandas as pd
 
-    if target > 1.0:
-        target = target / 100.0
+    target = fraction(target)
     rows = []
     keys = ["a", "b", "ranking"] if "ranking" in curve else ["a", "b"]
     for key, g in curve.groupby(keys, sort=False):

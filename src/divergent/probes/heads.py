@@ -83,6 +83,8 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
                 f"{out!r} already has logits on {clash}; a linear head would replace them",
                 "store the head as a new model (--name M+lbfgs) or pass --force to replace them",
             )
+    read = {(model, s, "features"): store.content_hash(model, s, "features") if store.has(model, s, "features") else None
+            for s in {fit_on, select_on, *splits}}
     X = embeddings(store, model, fit_on)
     y = np.asarray(fit_sd.labels, dtype=np.int64)
     idx = stratified_subset(y, max_train, seed)
@@ -109,6 +111,7 @@ def fit_head(store, model: str, fit_on: str = TRAIN, select_on: str = HOLDOUT, g
     base = store.card(model)
     card = base.replace(name=out, head="linear-probe", extra={**(base.extra or {}), "linear_head": record})
     with store.writer() as w:
+        w.require_unchanged(read, f"the linear head of {model!r}")  # features replaced during the fit: refuse
         for s, z in logits.items():
             w.put(out, s, logits=z, card=card, force=force)
         w.set_card(out, card)

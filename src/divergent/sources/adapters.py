@@ -171,17 +171,50 @@ def _torch_runner(spec, module, pre, device, head_name=None, labels=None, prov=N
 
 
 # ----------------------------------------------------------------------------- sources
+def _torch_constructor(spec: ModelSpec):
+    """The class or factory a ``torch:`` spec names: a registered architecture, or an
+    ``nn.Module`` subclass / plain function defined in a trusted module. Checked before import."""
+    import inspect
+
+    import torch.nn as nn
+
+    from . import archs
+    from .registry import check_torch_target, is_trusted
+
+    module, attr, short = check_torch_target(spec.target, spec.name)
+    if short is not None:
+        return archs.get(short, attr)
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DivergentError(f"cannot find {spec.target!r}: {exc}",
+                             "write torch:<importable.module>:<Class or factory>@<checkpoint>") from exc
+    defined_in = getattr(obj, "__module__", None) or ""
+    is_module_class = inspect.isclass(obj) and issubclass(obj, nn.Module)
+    if not (is_module_class or inspect.isfunction(obj)) or not is_trusted(defined_in):
+        raise DivergentError(
+            f"{spec.target!r} is {type(obj).__name__} {getattr(obj, '__qualname__', attr)!r} from module {defined_in!r}; "
+            "a torch: spec may only name a torch.nn.Module subclass or a factory function defined in a trusted module",
+            "name the model class or factory of your own package (trusted with --trust-module)")
+    return obj
+
+
 def _load_torch(spec: ModelSpec, device: str, **_) -> Runner:
     require("torch", "torch")
-    mod_name, _, attr = spec.target.partition(":")
-    try:
-        ctor = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise DivergentError(f"cannot find {spec.target!r}: {exc}", "write torch:<importable.module>:<Class or factory>@<checkpoint>") from exc
-    kwargs = {"num_classes": spec.num_classes} if spec.num_classes else {}
-    module = ctor(**kwargs)
+    import torch.nn as nn
+
+    ctor = _torch_constructor(spec)
     path = resolve_path(spec.weights)
-    load_state_dict_checked(module, path)
+    kwargs = {"num_classes": spec.num_classes} if spec.num_classes else {}
+    try:
+        module = ctor(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported with the name of what was called
+        raise DivergentError(f"{spec.target}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) failed: {exc}",
+                             "the class or factory must build the model from at most num_classes=") from exc
+    if not isinstance(module, nn.Module):
+        raise DivergentError(f"{spec.target!r} returned {type(module).__name__}, not a torch.nn.Module",
+                             "name a class or factory that builds the model")
+    load_state_dict_checked(module, path)   # torch.load(weights_only=True): no pickled code
     pre = spec.preprocess or IMAGENET_DEFAULT
     return _torch_runner(spec, module, pre, device, spec.embedding, _labels(spec), _weights_provenance(path))
 

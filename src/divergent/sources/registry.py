@@ -4,12 +4,18 @@ Names resolve in this order: a built-in name (``cifar10/resnet20``), then a sour
 ``timm:<name>[@random|@<ckpt>]``, ``torchvision:<name>[@random|@<ckpt>]``,
 ``open_clip:<arch>/<pretrained|random>``, ``hf:<repo-id or dir>``, ``onnx:<path>#<node>``,
 ``tflite:<path>#<tensor>``, ``torch:<module>:<Class>@<checkpoint>``.
+
+A ``torch:`` spec names Python code, so it is checked here before anything is imported: the
+module must hold a registered architecture (:mod:`divergent.sources.archs`) or be one the user
+trusts (:func:`trust_modules`, ``--trust-module``, ``DIVERGENT_TRUST_MODULES``). The threat
+model is in docs/models.md.
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from ..errors import DivergentError, unknown
@@ -25,6 +31,72 @@ SOURCE_EXTRAS = {
     "hf": ("transformers", "hf"), "onnx": ("onnxruntime", "onnx"), "tflite": ("ai_edge_litert", "tflite"),
     "torch": ("torch", "torch"), "efficientnet_lite": ("efficientnet_lite_pytorch", "bundles"),
 }
+
+
+#: environment variable holding the trusted modules (comma-separated); worker processes inherit it
+TRUST_ENV = "DIVERGENT_TRUST_MODULES"
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_TRUST_FIX = "pass --trust-module {m} (divergent extract / study run), or set DIVERGENT_TRUST_MODULES={m}"
+
+
+def check_module_name(name, what: str = "module") -> str:
+    """A dotted Python module name (``pkg.models``), or a DivergentError."""
+    if not isinstance(name, str) or not _MODULE_RE.fullmatch(name):
+        raise DivergentError(f"{what} {name!r} is not a Python module name", "write a dotted name such as mypkg.models")
+    return name
+
+
+def trusted_modules() -> tuple[str, ...]:
+    """The modules the user trusts: ``DIVERGENT_TRUST_MODULES`` (set by :func:`trust_modules`)."""
+    raw = os.environ.get(TRUST_ENV, "")
+    return tuple(dict.fromkeys(check_module_name(m.strip(), f"{TRUST_ENV} entry") for m in raw.split(",") if m.strip()))
+
+
+def trust_modules(*modules: str) -> tuple[str, ...]:
+    """Trust these modules (and their submodules) for ``torch:`` specs in this process and the
+    processes it starts (recorded in ``DIVERGENT_TRUST_MODULES``); returns every trusted module.
+
+    Trusting a module means letting divergent import it (which runs its code and its parent
+    packages' ``__init__``) and call its ``nn.Module`` classes or factory functions.
+    """
+    have = list(trusted_modules())
+    for m in modules:
+        if check_module_name(m, "trusted module") not in have:
+            have.append(m)
+    os.environ[TRUST_ENV] = ",".join(have)
+    return tuple(have)
+
+
+def is_trusted(module: str, trusted=None) -> bool:
+    """Whether ``module`` is a trusted module or inside one (``a.b`` is inside ``a``)."""
+    return any(module == t or module.startswith(t + ".") for t in (trusted_modules() if trusted is None else trusted))
+
+
+def check_torch_target(target: str, name: str | None = None) -> tuple[str, str, str | None]:
+    """Check a ``torch:`` target ``<module>:<attr>`` without importing anything.
+
+    Returns ``(module, attr, arch)``: ``arch`` is the short architecture module when the target
+    names a registered architecture, else None (then ``module`` is trusted). Anything else is a
+    DivergentError that names the fix.
+    """
+    from . import archs
+
+    what = f"model {name!r}" if name else f"torch target {target!r}"
+    module, sep, attr = target.partition(":")
+    if not sep or ":" in attr or not attr.isidentifier():
+        raise DivergentError(f"{what} does not name <module>:<Class or factory>",
+                             "e.g. torch:cifar_resnet:resnet20@/path/resnet20.th")
+    check_module_name(module, f"{what}: module")
+    short = archs.arch_module(module)
+    if short is not None:
+        return module, attr, short
+    if is_trusted(module):
+        return module, attr, None
+    raise DivergentError(
+        f"{what} names the Python module {module!r}, which is neither a registered architecture "
+        f"({', '.join(archs.MODULES)} in divergent.sources.archs) nor a module you trust; "
+        "divergent does not import it (importing runs its code)",
+        "if you trust that code, " + _TRUST_FIX.format(m=module))
 
 
 def shared_root() -> Path:
@@ -45,6 +117,8 @@ def resolve_path(p: str) -> Path:
         return path
     if p.startswith("$PKG:"):
         module, _, rel = p[len("$PKG:"):].partition("/")
+        if not module.isidentifier():  # find_spec of a dotted name would import its parent package
+            raise DivergentError(f"path {p!r}: {module!r} is not a top-level package name", "write $PKG:<package>/<file>")
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             dist = module.replace("_", "-")
@@ -164,6 +238,9 @@ def _split_at(rest: str) -> tuple[str, str | None]:
 
 def resolve(name: str) -> ModelSpec:
     """The ModelSpec for a built-in name or a ``source:...`` spec string."""
+    if not isinstance(name, str):
+        raise DivergentError(f"a model name must be a string, got {type(name).__name__} {name!r}",
+                             "write a built-in name or a source spec such as timm:resnet18@random")
     if name in _BY_NAME:
         return _BY_NAME[name]
     source, sep, rest = name.partition(":")
@@ -191,7 +268,8 @@ def resolve(name: str) -> ModelSpec:
         target, weights = _split_at(rest)
         if target.count(":") != 1 or not weights:
             raise DivergentError(f"model {name!r} is not torch:<module>:<Class>@<checkpoint>",
-                                 "e.g. torch:divergent.sources.archs.cifar_resnet:resnet20@/path/resnet20.th")
+                                 "e.g. torch:cifar_resnet:resnet20@/path/resnet20.th")
+        check_torch_target(target, name)   # before anything is imported: registered or trusted
         return ModelSpec(name=name, source="torch", target=target, weights=weights, preprocess=None, extra="torch")
     raise unknown("model source", source, ["timm", "torchvision", "open_clip", "hf", "onnx", "tflite", "torch"])
 

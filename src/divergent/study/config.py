@@ -64,6 +64,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "workers": (2, int),
         "device": ("cpu", ("cpu", "auto", "cuda")),
         "torch_threads": (1, int),
+        "trusted_modules": ([], list),               # modules torch: specs need; each must be confirmed by the user
     },
 }
 
@@ -151,6 +152,24 @@ def _cross_checks(c: dict) -> None:
         for m in c["zoo"][k]:
             if not isinstance(m, (str, dict)):
                 raise _bad(f"zoo.{k}", m, "model names (strings) or tables with a 'model' key")
+    _check_trust(c["run"]["trusted_modules"])
+
+
+def _check_trust(asked: list) -> None:
+    """A study file may say which modules its ``torch:`` specs need, but cannot grant that trust:
+    whoever runs the study confirms each one (``--trust-module`` / ``DIVERGENT_TRUST_MODULES``)."""
+    from ..sources.registry import check_module_name, is_trusted
+
+    for m in asked:
+        check_module_name(m, "config key 'run.trusted_modules': entry")
+    unconfirmed = [m for m in asked if not is_trusted(m)]
+    if unconfirmed:
+        flags = " ".join(f"--trust-module {m}" for m in unconfirmed)
+        raise DivergentError(
+            f"the study config asks to trust the Python module(s) {unconfirmed} (config key 'run.trusted_modules'); "
+            "a study file cannot grant that itself, since importing a module runs its code",
+            f"if you trust that code, rerun with {flags} (or set DIVERGENT_TRUST_MODULES={','.join(unconfirmed)}); "
+            "otherwise remove the models that need it")
 
 
 def preset_path(name: str) -> Path:
@@ -174,14 +193,22 @@ def load(spec: str | Path | dict | None = None, overrides: dict | None = None) -
             if p.suffix == ".toml":
                 raise DivergentError(f"config file {spec!r} does not exist", "check the path")
             preset_path(spec)  # raises with the preset list
+        if not p.is_file():
+            raise DivergentError(f"config {spec!r} is not a file", "pass a preset name or a .toml file")
         try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise DivergentError(f"config {p} is not valid TOML: {exc}", "fix the syntax at the line shown") from exc
+        except OSError as exc:
+            raise DivergentError(f"cannot read config {p}: {exc}", "check the path and its permissions") from exc
         origin = str(p)
     for dotted, v in (overrides or {}).items():
         sec, _, key = dotted.partition(".")
-        raw.setdefault(sec, {})[key] = v
+        table = raw.setdefault(sec, {})
+        if not isinstance(table, dict) or not key:
+            raise DivergentError(f"cannot override {dotted!r}", "write SECTION.KEY=VALUE, e.g. analysis.n_boot=200, "
+                                 f"where [{sec}] is a table")
+        table[key] = v
     cfg = validate(raw)
     cfg["_origin"] = origin
     return cfg

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cards import CATEGORY_ORDER
+from ..conventions import check_name
 from ..errors import DivergentError
 from . import config as C
 from .graph import Graph, Unit
@@ -71,12 +72,44 @@ def _store_name(entry: dict) -> dict:
     return {"name": entry["name"]} if entry.get("custom_name") else {}
 
 
+def check_names(cfg: dict, recipes: list[dict], entries: dict[str, list[dict]]) -> None:
+    """The one name rule (:func:`divergent.conventions.check_name`) on every name of a study that
+    becomes a store entry, a split, a directory or a unit, before any unit runs; plus distinct
+    model directories for the recipes (``OUT/models/<recipe>``)."""
+    from ..train.trainer import safe_dirname
+
+    b = cfg["base"]
+    items = [(r["name"], "recipe", "zoo.recipes") for r in recipes]
+    items += [(r["teacher"], "teacher recipe", f"zoo.recipes ({r['name']})") for r in recipes if r.get("teacher")]
+    items += [(e["name"], "zoo model", f"{key} ({e['spec']})") for key, es in entries.items() for e in es]
+    items += [(cfg["data"][k], "split", f"data.{k}") for k in ("split", "fit_on")]
+    items += [(b[k], "base model", f"base.{k}") for k in ("model", "high_accuracy") if b[k]]
+    items += [(t, "transfer task", "analysis.transfer") for t in cfg["analysis"]["transfer"]]
+    items.append((cfg["study"]["name"], "study", "study.name"))
+    for name, what, key in items:
+        try:
+            normal = check_name(name, what)
+        except DivergentError as exc:
+            raise DivergentError(f"{exc.problem} (config key '{key}')", exc.fix) from None
+        if normal != name:  # the store keeps names in NFC: another spelling would not match later
+            raise DivergentError(f"{what} name {name!r} is not in Unicode NFC form (config key '{key}')",
+                                 f"write it as {normal!r}")
+    dirs: dict[str, str] = {}
+    for r in recipes:
+        d = safe_dirname(r["name"]).casefold()
+        if d in dirs and dirs[d] != r["name"]:
+            raise DivergentError(f"recipes {dirs[d]!r} and {r['name']!r} would share the directory OUT/models/{safe_dirname(r['name'])}",
+                                 "rename one of them ('/' and ':' become '__' and '_'; case is ignored)")
+        dirs[d] = r["name"]
+
+
 def zoo_plan(cfg: dict) -> ZooPlan:
     recipes = _recipes(cfg)
     backbones = _models(cfg["zoo"]["backbones"], cfg["zoo"]["input_size"])
     # zoo.input_size is the frozen backbones' resolution; pretrained models keep their own unless
     # an entry sets input_size (their heads were trained at that size)
     pretrained = _models(cfg["zoo"]["pretrained"], 0)
+    check_names(cfg, recipes, {"zoo.backbones": backbones, "zoo.pretrained": pretrained})
     names = [r["name"] for r in recipes] + [b["name"] for b in backbones + pretrained]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:

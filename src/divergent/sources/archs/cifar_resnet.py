@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import register
+
 
 class _ShortcutA(nn.Module):
     """Option A: subsample by 2 and zero-pad the channels (no parameters)."""
@@ -70,17 +72,21 @@ class CifarResNet(nn.Module):
         return self.linear(self.forward_features(x))
 
 
+@register
 def resnet20(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(3, num_classes)
 
 
+@register
 def resnet32(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(5, num_classes)
 
 
+@register
 def resnet44(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(7, num_classes)
 
 
+@register
 def resnet56(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(9, num_classes)
