@@ -116,17 +116,115 @@ def test_base_plus_one_matches_pair_reference(random_store):
     assert (low["member_acc"] < low["base_acc"]).all()
 
 
-@pytest.mark.parametrize("rule", ["mean-logits", "weighted"])
-def test_other_rules(random_store, rule):
+def _z(x, t):
+    """The mean-logits rule's scaled logits, by its definition: float64(float32(l)) / T."""
+    return np.asarray(x, dtype=np.float32).astype(np.float64) / t
+
+
+def _logit_ens(arrays, temps, members, split, y):
+    """(accuracy, NLL) of softmax(mean of the members' scaled logits) on a split."""
+    q = np.mean([_z(arrays[m][split], temps[m]) for m in members], axis=0)
+    lse = np.log(np.exp(q - q.max(1, keepdims=True)).sum(1)) + q.max(1)
+    return float(np.mean(q.argmax(1) == y)), float(np.mean(lse - q[np.arange(len(y)), y]))
+
+
+def test_mean_logits_rule_by_its_definition(random_store):
+    st, arrays, labels, temps = random_store
+    df = greedy_ensemble(st, "base", max_size=4, rule="mean-logits")
+    members = list(df["member"])
+    assert members[0] == "base" and len(set(members)) == 4
+    for t in range(1, 4):
+        # the member added is the best by (holdout accuracy, then lower holdout NLL, then name)
+        scored = sorted(((-_logit_ens(arrays, temps, members[:t] + [m], "holdout", labels["holdout"])[0],
+                          _logit_ens(arrays, temps, members[:t] + [m], "holdout", labels["holdout"])[1], m)
+                         for m in CARDS if m not in members[:t]))
+        assert members[t] == scored[0][2], t
+    for t, r in enumerate(df.itertuples()):
+        fit_acc, fit_nll = _logit_ens(arrays, temps, members[:t + 1], "holdout", labels["holdout"])
+        assert r.fit_acc == fit_acc and r.fit_nll == pytest.approx(fit_nll, rel=1e-12)
+        assert r.eval_acc == _logit_ens(arrays, temps, members[:t + 1], "test", labels["test"])[0]
+    b1 = base_plus_one(st, "base", rule="mean-logits", lower_only=False).set_index("member")
+    assert set(b1.index) == set(CARDS) - {"base"}
+    for m, r in b1.iterrows():
+        assert r.ensemble_acc == _logit_ens(arrays, temps, ["base", m], "test", labels["test"])[0]
+
+
+def test_weighted_rule_evaluates_its_weights(random_store):
+    st, arrays, labels, temps = random_store
+    df = greedy_ensemble(st, "base", max_size=3, rule="weighted")
+    assert len(df) == 3
+    for r in df.itertuples():
+        w = r.weights
+        assert set(w) == set(df["member"].iloc[:r.step]) and abs(sum(w.values()) - 1) < 1e-9
+        for split, col in (("holdout", "fit_acc"), ("test", "eval_acc")):
+            q = sum(wi * ref_probs(arrays[m][split], "logits", temps[m]) for m, wi in w.items())
+            assert getattr(r, col) == float(np.mean(q.argmax(1) == labels[split]))
+    b1 = base_plus_one(st, "base", rule="weighted", lower_only=False).set_index("member")
+    assert set(b1.index) == set(CARDS) - {"base"}
+    pb = ref_probs(arrays["base"]["test"], "logits", temps["base"])
+    for m, r in b1.iterrows():
+        q = r.weight_base * pb + (1 - r.weight_base) * ref_probs(arrays[m]["test"], "logits", temps[m])
+        assert 0 <= r.weight_base <= 1 and r.ensemble_acc == float(np.mean(q.argmax(1) == labels["test"]))
+
+
+def test_unknown_rule_is_refused(random_store):
     st, *_ = random_store
-    df = greedy_ensemble(st, "base", max_size=3, rule=rule)
-    assert len(df) == 3 and df["eval_acc"].between(0, 1).all()
-    if rule == "weighted":
-        assert all(abs(sum(w.values()) - 1) < 1e-9 for w in df["weights"])
-    b1 = base_plus_one(st, "base", rule=rule, lower_only=False)
-    assert len(b1) == 4
-    with pytest.raises(DivergentError):
+    with pytest.raises(DivergentError, match="unknown ensemble rule"):
         greedy_ensemble(st, "base", rule="median")
+    with pytest.raises(DivergentError, match="unknown ensemble rule"):
+        base_plus_one(st, "base", rule="median")
+
+
+# A hand-built store (3 classes, 4 examples, the same on holdout and test; T = 1). Accuracies alone:
+# base 2/4, alpha 3/4, beta 3/4, strong 4/4. With the base: strong fixes examples 2 and 3 (acc 4/4);
+# alpha and beta fix example 2 only (3/4 each), beta with q[2, 2] = (.2 + .98) / 2 = .59 > alpha's
+# (.2 + .90) / 2 = .55, so the lower holdout NLL picks beta although "alpha" < "beta".
+HAND = {
+    "base": [[.6, .2, .2], [.2, .6, .2], [.5, .3, .2], [.2, .5, .3]],
+    "alpha": [[.4, .3, .3], [.3, .4, .3], [.05, .05, .9], [.3, .4, .3]],
+    "beta": [[.4, .3, .3], [.3, .4, .3], [.01, .01, .98], [.3, .4, .3]],
+    "strong": [[.5, .25, .25], [.25, .5, .25], [.1, .1, .8], [.8, .1, .1]],
+}
+
+
+@pytest.fixture
+def hand_store(tmp_path):
+    y = np.array([0, 1, 2, 0])
+    arrays = {m: {s: np.log(np.array(p)).astype(np.float32) for s in ("holdout", "test")} for m, p in HAND.items()}
+    return _make_store(tmp_path / "hand", arrays, {"holdout": y, "test": y}, {m: 1.0 for m in HAND},
+                       cards={m: ModelCard(m) for m in HAND})
+
+
+def test_acc_max_filters_the_pool_and_nll_breaks_the_tie(hand_store):
+    free = greedy_ensemble(hand_store, "base", max_size=2)
+    assert list(free["member"]) == ["base", "strong"] and list(free["fit_acc"]) == [0.5, 1.0]
+    for acc_max in (0.8, 80, 0.75, 75):  # fraction or percent; the bound is inclusive
+        df = greedy_ensemble(hand_store, "base", max_size=3, acc_max=acc_max)
+        assert list(df["member"]) == ["base", "beta", "alpha"], acc_max
+        assert list(df["member_acc"]) == [0.5, 0.75, 0.75] and list(df["fit_acc"]) == [0.5, 0.75, 0.75]
+        assert df["fit_nll"].iloc[1] == pytest.approx(-np.mean(np.log([.5, .5, .59, .25])), rel=1e-6)
+    band = greedy_ensemble(hand_store, "base", max_size=3, acc_band="70,80")
+    assert list(band["member"]) == ["base", "beta", "alpha"]
+    with pytest.raises(DivergentError, match="no candidate models"):
+        greedy_ensemble(hand_store, "base", acc_max=0.74)
+
+
+def test_cli_acc_max(hand_store, tmp_path, capsys):
+    from divergent.cli import main
+
+    root = str(hand_store.root)
+    # without a filter: strong, then beta (with base + strong, alpha and beta both make 4/4; beta has the
+    # lower NLL, (.2 + .8 + .98) / 3 > (.2 + .8 + .9) / 3 on example 2)
+    for extra, expected in (([], ["base", "strong", "beta"]), (["--acc-max", "0.8"], ["base", "beta", "alpha"]),
+                            (["--acc-max", "80"], ["base", "beta", "alpha"]),
+                            (["--acc-band", "0.7,0.8"], ["base", "beta", "alpha"])):
+        out = tmp_path / "t.csv"
+        assert main(["ensemble", root, "--base", "base", "--max-size", "3", "--no-progress", "--out", str(out),
+                     *extra]) == 0
+        assert list(pd.read_csv(out)["member"]) == expected, extra
+    capsys.readouterr()
+    assert main(["ensemble", root, "--base", "base", "--acc-max", "0.5"]) == 2
+    assert "no candidate models" in capsys.readouterr().err
 
 
 def test_cli(random_store, tmp_path):

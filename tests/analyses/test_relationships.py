@@ -154,51 +154,69 @@ def store4(tmp_path_factory):
     return Store.open(st.root)
 
 
-def _reference_codes(st, pairs):
+def _reference_outcomes(st, pairs):
+    """Per pair: (A correct, B correct, ensemble correct) by the reference arithmetic."""
     labels = st.split("test").labels
     probs = {m: reference_probs(st.array(m, "test", "logits"), st.temperature(m)) for m in st.models}
-    out = []
-    for a, b in pairs:
-        ens = ensemble_probs([probs[a], probs[b]]).argmax(1)
-        out.append(pm.encode(probs[a].argmax(1) == labels, probs[b].argmax(1) == labels, ens == labels))
-    return np.stack(out)
+    return [(probs[a].argmax(1) == labels, probs[b].argmax(1) == labels,
+             ensemble_probs([probs[a], probs[b]]).argmax(1) == labels) for a, b in pairs]
+
+
+def _reference_codes(st, pairs):
+    return np.stack([pm.encode(*o) for o in _reference_outcomes(st, pairs)])
+
+
+PAIRS4 = pd.DataFrame({"model_a": ["base"] * 4, "model_b": ["m1", "m2", "m3", "m4"],
+                       "category": ["arch", "arch", "data", "data"]})
 
 
 def test_store_codes_follow_reference_arithmetic(store4):
     from divergent.analyses.relationships import pair_outcome_codes, relationships
 
-    pairs = pd.DataFrame({"model_a": ["base"] * 4, "model_b": ["m1", "m2", "m3", "m4"],
-                          "category": ["arch", "arch", "data", "data"]})
+    pairs = PAIRS4
+    plist = list(zip(pairs.model_a, pairs.model_b))
     codes = pair_outcome_codes(store4, pairs, "test")
-    np.testing.assert_array_equal(codes, _reference_codes(store4, list(zip(pairs.model_a, pairs.model_b))))
+    np.testing.assert_array_equal(codes, _reference_codes(store4, plist))
     out = relationships(store4, pairs, "test", n_boot=100, seed=0)
     assert len(out) == 4 * 3 and set(out["statistic"]) == set(rm.STATISTICS)
-    assert (out["ci_low"] <= out["estimate"] + 1e-12).all() or out["estimate"].isna().any()
+    # every statistic is defined here (4 pairs, 2 categories of 2): none may be NaN
+    assert np.isfinite(out[["estimate", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (out["ci_low"] <= out["ci_high"]).all()
+    # point estimates, recomputed from the per-example outcomes by the definitions, with numpy / scipy
+    x, resp = [], {r: [] for r in rm.RESPONSES}
+    for a, b, e in _reference_outcomes(store4, plist):
+        inc = a != b
+        acc_a, acc_b, acc_e = a.mean(), b.mean(), e.mean()
+        x.append(inc.mean())
+        resp["ensemble_acc"].append(acc_e)
+        resp["gain_vs_best"].append(acc_e - max(acc_a, acc_b))
+        resp["gain_vs_mean"].append(acc_e - (acc_a + acc_b) / 2)
+        resp["conversion_rate"].append(e[inc].mean())
+    dummies = np.column_stack([x, pairs.category == "arch", pairs.category == "data"]).astype(float)
+    got = out.set_index(["response", "statistic"])["estimate"]
+    for r, y in resp.items():
+        assert got[(r, "slope")] == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-9, abs=1e-12), r
+        assert got[(r, "spearman")] == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-9, abs=1e-12), r
+        assert got[(r, "within_category_slope")] == pytest.approx(np.linalg.lstsq(dummies, y, rcond=None)[0][0],
+                                                                  rel=1e-9, abs=1e-12), r
     # a pairs table whose columns disagree with the recomputation is flagged
     bad = pairs.assign(error_inconsistency=[0.9, 0.8, 0.7, 0.6])
     with pytest.warns(UserWarning, match="error_inconsistency"):
         relationships(store4, bad, "test", n_boot=10, codes=codes)
 
 
-def test_store_codes_match_the_core_pairs_table(store4, tmp_path):
-    """Cross-check against the core pairs table (the engine path). It runs in a subprocess because
-    the engine is compiled (numba) and still being written in parallel: a crash there skips."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("divergent.analyses.pairs")
+def test_store_codes_match_the_core_pairs_table(store4):
+    """Cross-check against the core pairs table (the engine path)."""
+    from divergent.analyses.pairs import pairs
     from divergent.analyses.relationships import relationship_table, relationships
 
-    out_csv = tmp_path / "pairs.csv"
-    code = ("import sys; from divergent.analyses.pairs import pairs; "
-            f"pairs({str(store4.root)!r}, split='test', base='base', n_boot=0, cache=False).to_csv({str(out_csv)!r}, index=False)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        pytest.skip(f"core pairs table unavailable (rc {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]} ")
-    table = pd.read_csv(out_csv).assign(category=["arch", "arch", "data", "data"])
+    table = pairs(store4, split="test", base="base", n_boot=0, cache=False)
+    assert list(table["model_b"]) == list(PAIRS4.model_b)
+    table = table.assign(category=PAIRS4.category.to_list())
     with warnings.catch_warnings():
         warnings.simplefilter("error")           # recomputed metrics must agree with the table
         out = relationships(store4, table, "test", n_boot=50)
     point = relationship_table(table).set_index(["response", "statistic"])["estimate"]
     got = out.set_index(["response", "statistic"])["estimate"]
-    np.testing.assert_allclose(got.loc[point.index], point, rtol=1e-9, equal_nan=True)
+    assert np.isfinite(point).all() and len(point) == 12
+    np.testing.assert_allclose(got.loc[point.index], point, rtol=1e-9)

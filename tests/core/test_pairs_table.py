@@ -102,3 +102,33 @@ def test_npz_import_creates_split_with_ids(tmp_path):
     dv.import_predictions(tmp_path / "s", tmp_path / "a.npz", split="test", model="a")
     st = Store.open(tmp_path / "s")
     assert st.split("test").class_names == ["a", "b", "c"] and st.split("test").ids[3] == "x/3"
+
+
+def test_acc_band_string_and_percent_forms(toy_store):
+    st = toy_store
+    dv.calibrate(st, fit_on="holdout", progress=False)
+    y = st.split("test").labels
+    acc = {m: float(np.mean(np.asarray(st.array(m, "test", "logits")).argmax(1) == y)) for m in st.models}
+    assert acc["m0"] < acc["m1"] < acc["m2"]
+    lo = acc["m1"]                                       # inclusive lower end: m1 stays, m0 goes
+    for band in ((lo, 1.0), f"{lo!r},1", f"{lo!r}, 1.0", (lo * 100, 100)):
+        df = dv.pairs(st, split="test", acc_band=band, n_boot=0)
+        assert list(zip(df.model_a, df.model_b)) == [("m1", "m2")], band
+        df = dv.pairs(st, split="test", base="m0", acc_band=band, n_boot=0)
+        assert list(df.model_b) == ["m1", "m2"], band     # the base is kept outside the band
+    for bad in ("0.7", "0.7,0.8,0.9", "a,b", "0.8,0.7", "-1,0.5"):
+        with pytest.raises(DivergentError, match="accuracy band"):
+            dv.pairs(st, split="test", acc_band=bad, n_boot=0)
+
+
+def test_percent_bounds_are_the_decimals_written():
+    # every accuracy k / 500 written as a one-decimal percent must be that accuracy, bitwise, so that a
+    # band (or --acc-max) that ends exactly at a model's accuracy keeps it; 1.4 / 100 != 0.014 in floats
+    from divergent.analyses._select import fraction, parse_band
+
+    for k in range(501):
+        pct = f"{k / 5:.1f}"
+        if k / 500 > 0.01:                                  # 1 % and below read as fractions
+            assert fraction(float(pct)) == k / 500, pct
+        assert parse_band(f"{pct},100") == (k / 500, 1.0), pct
+    assert fraction(0.75) == 0.75 and fraction(75) == 0.75 and fraction(1) == 1.0

@@ -47,25 +47,61 @@ def test_matches_naive(seed, replacement):
     assert np.allclose([s.fit_nll for s in steps], [r[2] for r in ref], rtol=1e-12)
 
 
-def test_hand_built_path():
-    # 3 classes, 4 examples. base is right on 0,1; A right on 2 (confidently); B right on 3
-    y = np.array([0, 1, 2, 0])
-    L = np.log
-    base = L(np.array([[.6, .2, .2], [.2, .6, .2], [.5, .3, .2], [.2, .5, .3]]))
-    a = L(np.array([[.4, .3, .3], [.3, .4, .3], [.05, .05, .9], [.3, .4, .3]]))
-    b = L(np.array([[.4, .3, .3], [.3, .4, .3], [.4, .3, .3], [.9, .05, .05]]))
-    weak = L(np.array([[.1, .8, .1], [.8, .1, .1], [.8, .1, .1], [.1, .8, .1]]))
-    xs = [x.astype(np.float32) for x in (base, a, b, weak)]
-    steps = _engine(xs, y, [1.0] * 4, ["base", "a", "b", "weak"], 0, False, 4)
-    assert steps[0].fit_acc == 0.5
-    # a and b both fix one example; tie on accuracy -> lower NLL decides
-    pf = [ref_probs(x) for x in xs]
-    nll = {nm: -np.mean(np.log(((pf[0] + pf[i]) / 2)[np.arange(4), y])) for i, nm in ((1, "a"), (2, "b"))}
-    first = min(nll, key=nll.get)
-    assert steps[1].name == first and steps[1].fit_acc == 0.75
-    assert steps[2].name == ({"a", "b"} - {first}).pop() and steps[2].fit_acc == 1.0
-    assert steps[3].name == "weak"
-    assert best_size(steps) == 3
+# Hand-built cases: 3 classes, 4 examples, probabilities given as log-probabilities. The base is right
+# on examples 0 and 1 only. Every expected value below is worked out by hand from these tables.
+Y4 = np.array([0, 1, 2, 0])
+BASE4 = [[.6, .2, .2], [.2, .6, .2], [.5, .3, .2], [.2, .5, .3]]
+FIX2 = lambda p2: [[.4, .3, .3], [.3, .4, .3], [(1 - p2) / 2, (1 - p2) / 2, p2], [.3, .4, .3]]  # noqa: E731
+WEAK4 = [[.1, .8, .1], [.8, .1, .1], [.8, .1, .1], [.1, .8, .1]]
+
+
+def _hand(tables: dict, order=None):
+    names = [n for n in (order or tables) if n != "base"]
+    xs = [np.log(np.array(tables[n])).astype(np.float32) for n in ["base", *names]]
+    return _engine(xs, Y4, [1.0] * len(xs), ["base", *names], 0, False, len(xs))
+
+
+def _nll(*q_label):
+    return -float(np.mean(np.log(q_label)))
+
+
+def test_accuracy_tie_goes_to_the_lower_nll_not_the_name():
+    # alpha and beta both fix example 2 only (fit acc 3/4 each), beta more confidently: with the base,
+    # q[2, 2] = (.2 + .90) / 2 = .55 for alpha and (.2 + .98) / 2 = .59 for beta; the other examples are
+    # the same: q_y = .5, .5 and (.2 + .3) / 2 = .25 for example 3. So beta wins although "alpha" < "beta".
+    nll_alpha, nll_beta = _nll(.5, .5, .55, .25), _nll(.5, .5, .59, .25)
+    assert nll_beta < nll_alpha - 0.01
+    tables = {"base": BASE4, "alpha": FIX2(.90), "beta": FIX2(.98), "weak": WEAK4}
+    for order in (["alpha", "beta", "weak"], ["weak", "beta", "alpha"]):
+        steps = _hand(tables, order)
+        assert [s.name for s in steps] == ["base", "beta", "alpha", "weak"], order
+        # fit accuracies by hand: base 2/4; +beta fixes example 2; +alpha changes nothing (example 3:
+        # class 0 gets .2+.3+.3, class 1 .5+.4+.4); +weak breaks examples 0 and 1 (1.5 vs 1.6)
+        assert [s.fit_acc for s in steps] == [0.5, 0.75, 0.75, 0.25]
+        assert steps[1].fit_nll == pytest.approx(nll_beta, rel=1e-6)
+        nll3 = _nll((.6 + .4 + .4) / 3, (.6 + .4 + .4) / 3, (.2 + .98 + .9) / 3, (.2 + .3 + .3) / 3)
+        assert steps[2].fit_nll == pytest.approx(nll3, rel=1e-6)
+        assert best_size(steps) == 2  # 3/4 at sizes 2 and 3: the smaller one
+
+
+def test_accuracy_decides_before_nll():
+    # "aaa" is very confident where the base is already right and keeps examples 2, 3 wrong (acc 2/4),
+    # "zzz" is barely right on 0, 1 but fixes 2 and 3 (acc 4/4); aaa has the lower NLL and the smaller name
+    aaa = [[.998, .001, .001], [.001, .998, .001], [.45, .05, .5], [.45, .5, .05]]
+    zzz = [[.34, .33, .33], [.33, .34, .33], [.1, .1, .8], [.8, .1, .1]]
+    nll_aaa = _nll((.6 + .998) / 2, (.6 + .998) / 2, (.2 + .5) / 2, (.2 + .45) / 2)
+    nll_zzz = _nll((.6 + .34) / 2, (.6 + .34) / 2, (.2 + .8) / 2, (.2 + .8) / 2)
+    assert nll_aaa < nll_zzz - 0.05
+    steps = _hand({"base": BASE4, "aaa": aaa, "zzz": zzz})
+    assert [s.name for s in steps[:2]] == ["base", "zzz"] and steps[1].fit_acc == 1.0
+    assert steps[1].fit_nll == pytest.approx(nll_zzz, rel=1e-6)
+
+
+def test_accuracy_and_nll_tie_goes_to_the_smaller_name():
+    # identical models under two names: same accuracy, bitwise the same NLL; "eta" < "zeta"
+    tables = {"base": BASE4, "zeta": FIX2(.9), "eta": FIX2(.9)}
+    for order in (["zeta", "eta"], ["eta", "zeta"]):
+        assert [s.name for s in _hand(tables, order)] == ["base", "eta", "zeta"], order
 
 
 def test_tie_breaking_independent_of_order():

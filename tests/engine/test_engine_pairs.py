@@ -6,6 +6,7 @@ import pytest
 
 from divergent.engine import all_pair_codes, pair_codes, prepare
 from divergent.engine.naive import pair_codes_reference
+from exp_dispatch import check_child, run_without_numpy_avx512
 
 
 def _check(xs, y, ts, k, kind="logits"):
@@ -100,7 +101,10 @@ def test_kernel_agreeing_models_whose_sums_round_together():
     assert npend == 1 and pending[0] == 1 and codes[0] == 8
 
 
-def test_tier2_numba_and_numpy_paths_agree(monkeypatch):
+def tier2_paths_agree():
+    """Tier 2 in numba and in numpy give the reference codes and the same counts; returns the counts.
+    Needs numba's exp to be numpy's (run here or in a child process)."""
+    from divergent.engine import kernels
     from divergent.engine import pairs as pairs_mod
 
     rng = np.random.default_rng(6)
@@ -108,10 +112,61 @@ def test_tier2_numba_and_numpy_paths_agree(monkeypatch):
     y = rng.integers(0, c, n)
     xs = [(rng.normal(size=(n, c)) * 0.8).astype(np.float16), (rng.normal(size=(n, c)) * 0.8).astype(np.float32)]
     pa, pb = (prepare(x, y, t, k=3) for x, t in zip(xs, (0.9, 1.4)))
-    assert pairs_mod._numba_scores(pa) is not None or not pairs_mod.fused_exp_matches_numpy()
-    fast = pair_codes(pa, pb)
-    monkeypatch.setattr(pairs_mod, "_numba_scores", lambda pm: None)
-    slow = pair_codes(pa, pb)
     ref = pair_codes_reference(xs[0], xs[1], y, 0.9, 1.4)
-    assert fast[1] > 0 and np.array_equal(fast[0], ref) and np.array_equal(slow[0], ref)
+    real_kernel, real_scores = kernels.pair_tier2, pairs_mod._numba_scores
+    calls = []
+    kernels.warmup()  # compiles by calling every kernel once: before counting
+
+    def counting_kernel(*a):
+        calls.append(1)
+        return real_kernel(*a)
+
+    kernels.pair_tier2 = counting_kernel
+    try:
+        fast = pair_codes(pa, pb)
+        n_numba = len(calls)
+        pairs_mod._numba_scores = lambda pm: None
+        slow = pair_codes(pa, pb)
+    finally:
+        kernels.pair_tier2, pairs_mod._numba_scores = real_kernel, real_scores
+    assert (n_numba, len(calls)) == (1, 1), "the first run must take the numba kernel, the second must not"
+    assert fast[1] > 0, "no example reached tier 2"
+    assert np.array_equal(fast[0], ref) and np.array_equal(slow[0], ref)
     assert fast[1:] == slow[1:]
+    return list(fast[1:])
+
+
+def test_tier2_numba_and_numpy_paths_agree():
+    from divergent.engine.prepare import fused_exp_matches_numpy
+
+    if not fused_exp_matches_numpy():
+        pytest.skip("numba's exp is not numpy's here, so tier 2 runs in numpy only: the two paths are compared "
+                    "with numpy's AVX-512 dispatch off, in test_tier2_paths_agree_without_numpy_avx512")
+    tier2_paths_agree()
+
+
+def test_tier2_paths_agree_without_numpy_avx512():
+    out = run_without_numpy_avx512(__file__, "tier2_paths_agree")
+    check_child(out)
+    assert out["result"][0] > 0
+
+
+def test_tier2_runs_in_numpy_where_exp_differs(monkeypatch):
+    # what happens on an AVX-512 machine: numba's exp is not numpy's, so the numba tier 2 must not run
+    from divergent.engine import kernels
+    from divergent.engine import pairs as pairs_mod
+
+    rng = np.random.default_rng(7)
+    n, c = 800, 30
+    y = rng.integers(0, c, n)
+    xs = [(rng.normal(size=(n, c)) * 0.8).astype(np.float16) for _ in range(2)]
+    pa, pb = (prepare(x, y, 1.0, k=2) for x in xs)
+    monkeypatch.setattr(pairs_mod, "fused_exp_matches_numpy", lambda: False)
+
+    def no_numba(*a):
+        raise AssertionError("numba tier 2 ran although exp differs")
+
+    monkeypatch.setattr(kernels, "pair_tier2", no_numba)
+    assert pairs_mod._numba_scores(pa) is None
+    codes, n_gather, _ = pair_codes(pa, pb)
+    assert n_gather > 0 and np.array_equal(codes, pair_codes_reference(xs[0], xs[1], y))

@@ -1,14 +1,19 @@
-"""Exact rows: block/gather probabilities are bitwise the reference's on this machine."""
+"""Exact rows: block/gather probabilities are bitwise the reference's; the fused pass is the numpy pass."""
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pytest
 
 from divergent.engine.naive import ref_probs
-from divergent.engine.prepare import prepare
+from divergent.engine.prepare import fused_exp_matches_numpy, prepare
 from divergent.engine.rows import block_probs
 from divergent.errors import DivergentError
 from divergent.metrics.probs import reference_probs
+from exp_dispatch import check_child, run_without_numpy_avx512
+
+PREP = importlib.import_module("divergent.engine.prepare")  # the module; the package exports the function
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -65,24 +70,120 @@ def test_bad_input():
         prepare(np.zeros((2, 3), np.float32), np.array([0, 1]), temperature=0.0)
 
 
-@pytest.mark.parametrize("c", [2, 7, 9, 128, 129, 1000, 1001])
-def test_fused_path_bitwise_equals_numpy_path(c):
+CS = [2, 7, 9, 128, 129, 1000, 1001]
+FIELDS = ("topi", "topp", "thr", "plabel", "unot", "m", "s", "pred")
+
+
+def _case(c):
     rng = np.random.default_rng(c)
     x = (rng.normal(size=(96, c)) * 5).astype(np.float16)
     x[0] = 0  # a flat row: all ties
     x[64:] = np.round(x[64:] / 4)  # integer logits: many exact ties in p
     x[70, :] = 1e-3
     x[70, :3] = [2, 2, 2 + 2e-3][:min(3, c)]
-    y = rng.integers(0, c, 96)
-    a = prepare(x, y, 0.77, k=4, path="numpy")
-    b = prepare(x, y, 0.77, k=4, path="fused")
-    for f in ("topi", "topp", "thr", "plabel", "unot", "m", "s", "pred"):
-        assert np.array_equal(getattr(a, f), getattr(b, f)), f
-    assert prepare(x, y, 0.77, k=4).extra["path"] in ("fused", "numpy")
+    return x, rng.integers(0, c, 96)
 
 
-def test_auto_path_is_fused_here():
-    from divergent.engine.prepare import fused_exp_matches_numpy
+def _differing_fields(a, b):
+    return [f for f in FIELDS if not np.array_equal(getattr(a, f), getattr(b, f))]
 
-    # informative: on this machine numba's and numpy's exp are the same libm function
-    assert isinstance(fused_exp_matches_numpy(), bool)
+
+def fused_vs_numpy():
+    """{c: fields where the forced fused pass differs from the numpy pass} (run here or in a child)."""
+    out = {}
+    for c in CS:
+        x, y = _case(c)
+        fused = prepare(x, y, 0.77, k=4, path="fused")
+        assert fused.extra["path"] == "fused"
+        out[str(c)] = _differing_fields(prepare(x, y, 0.77, k=4, path="numpy"), fused)
+    return out
+
+
+def fused_checks():
+    """What the child process reports: the fused pass vs the numpy pass, and the pass "auto" chose."""
+    return {"differing": fused_vs_numpy(),
+            "auto": {str(c): prepare(*_case(c), 0.77, k=4, block=32).extra["path"] for c in CS}}
+
+
+@pytest.mark.parametrize("c", CS)
+def test_auto_path_bitwise_equals_numpy_path(c):
+    # must hold on every machine: "auto" takes the fused pass only where it is the numpy pass bitwise
+    x, y = _case(c)
+    auto = prepare(x, y, 0.77, k=4, block=32)  # blocks after the first one are not re-checked
+    assert _differing_fields(prepare(x, y, 0.77, k=4, path="numpy"), auto) == []
+    assert auto.extra["path"] == ("fused" if fused_exp_matches_numpy() else "numpy")
+
+
+@pytest.mark.parametrize("c", CS)
+def test_fused_path_bitwise_equals_numpy_path(c):
+    if not fused_exp_matches_numpy():
+        pytest.skip("numba's exp is not numpy's here (numpy's AVX-512 exp): the fused pass is checked with "
+                    "numpy's AVX-512 dispatch off, in test_fused_path_equals_numpy_path_without_numpy_avx512")
+    assert fused_vs_numpy()[str(c)] == []
+
+
+@pytest.fixture(scope="module")
+def child():
+    return run_without_numpy_avx512(__file__, "fused_checks")
+
+
+@pytest.mark.parametrize("c", CS)
+def test_fused_path_equals_numpy_path_without_numpy_avx512(child, c):
+    check_child(child)
+    assert child["result"]["differing"][str(c)] == []
+    assert child["result"]["auto"][str(c)] == "fused"
+
+
+def test_auto_takes_the_numpy_pass_where_exp_differs(monkeypatch):
+    # what happens on an AVX-512 machine: the exp check fails, the fused kernel is never run
+    monkeypatch.setattr(PREP, "fused_exp_matches_numpy", lambda: False)
+
+    def no_fused(*a, **k):
+        raise AssertionError("the fused pass ran although exp differs")
+
+    monkeypatch.setattr(PREP, "_summaries_fused", no_fused)
+    x, y = _case(129)
+    auto = prepare(x, y, 0.77, k=4, block=32)
+    assert auto.extra["path"] == "numpy"
+    assert _differing_fields(prepare(x, y, 0.77, k=4, path="numpy"), auto) == []
+
+
+def test_auto_rejects_a_fused_pass_that_differs_in_the_first_block(monkeypatch):
+    # exp check passes, but the fused pass is one ulp off in one row sum: the first-block check catches it
+    real = PREP._summaries_fused
+    calls = []
+
+    def off_by_one_ulp(x, kind, T, y, k, out):
+        calls.append(len(y))
+        bad = real(x, kind, T, y, k, out)
+        out[6][3] = np.nextafter(out[6][3], np.inf)
+        return bad
+
+    monkeypatch.setattr(PREP, "fused_exp_matches_numpy", lambda: True)
+    monkeypatch.setattr(PREP, "_summaries_fused", off_by_one_ulp)
+    x, y = _case(9)
+    auto = prepare(x, y, 0.77, k=4, block=32)
+    assert calls == [32]  # checked on the first block only, then not used
+    assert auto.extra["path"] == "numpy"
+    assert _differing_fields(prepare(x, y, 0.77, k=4, path="numpy"), auto) == []
+
+
+def test_exp_check_compares_numba_exp_with_numpy_bitwise(monkeypatch):
+    from divergent.engine import kernels
+    # where the check says "same", numba's exp is numpy's on other arguments too
+    if fused_exp_matches_numpy():
+        z = np.concatenate([np.linspace(-745.0, 0.0, 200_001), -np.random.default_rng(7).random(100_000) * 30])
+        e = np.empty_like(z)
+        kernels.exp_into(z, e)
+        assert np.array_equal(e, np.exp(z))
+    # and it is bitwise: one value one ulp off anywhere makes it "different"
+
+    def exp_numpy(zz, out, off=None):
+        out[:] = np.exp(zz)
+        if off is not None:
+            out[off] = np.nextafter(out[off], 0.0)
+
+    for off, expected in ((None, True), (123_456, False), (0, False)):
+        monkeypatch.setattr(kernels, "exp_into", lambda zz, out: exp_numpy(zz, out, off))
+        monkeypatch.setattr(PREP, "_EXP_CHECK", None)
+        assert PREP.fused_exp_matches_numpy() is expected, off

@@ -106,3 +106,57 @@ def test_bad_table_names_the_columns(tmp_path):
     t.pairs = t.pairs.drop(columns=["conversion_rate"])
     with pytest.raises(DivergentError, match="conversion_rate"):
         build_report(t, tmp_path)
+
+
+def test_table1_and_category_summary_written_from_the_pairs(built):
+    # recomputed by hand from the fixture's pairs table (every pair has the base as model_a, one per category)
+    out, _, t = built
+    cs = pd.read_parquet(out / "tables" / "category_summary.parquet")
+    assert list(cs.category) == ["reinit", "hyperparameters", "architecture", "framework", "dataset"]  # paper order
+    pairs = t.pairs.set_index("category")
+    cols = ["error_inconsistency", "both_correct", "both_wrong", "ensemble_acc", "gain_vs_best", "conversion_rate"]
+    for r in cs.itertuples():
+        assert r.n_pairs == 1
+        assert [getattr(r, c) for c in cols] == [pairs.loc[r.category, c] for c in cols], r.category
+    t1 = pd.read_parquet(out / "tables" / "table1.parquet")
+    # base first, then the paper's category order (one model each here)
+    assert list(t1.model) == ["cnn-base", "cnn-seed1", "cnn-drop", "mlp", "simclr", "effnet-lite0"]
+    by = t1.set_index("model")
+    assert by.loc["cnn-base", ["error_inconsistency", "ensemble_acc"]].isna().all()
+    for r in t.pairs.itertuples():
+        assert by.loc[r.model_b, "error_inconsistency"] == r.error_inconsistency
+        assert by.loc[r.model_b, "ensemble_acc"] == r.ensemble_acc
+    # accuracy band (0.84, 0.92) of the fixture: only effnet-lite0 (81.2 %) lies outside
+    assert [m for m in t1.model if not by.loc[m, "in_band"]] == ["effnet-lite0"]
+    assert list(by.temperature) == [1.10, 1.05, 0.95, 1.20, 0.80, 0.70]
+
+
+def test_category_summary_and_table1_orient_and_average_pairs():
+    # base "B"; two reinit pairs (one stored as (r2, B)), one architecture pair, and a pair without
+    # the base that must not count; by hand: reinit = mean of two pairs, architecture = its one pair
+    from divergent.report.build import base_pairs, category_summary, model_table
+
+    cols = ["error_inconsistency", "both_correct", "both_wrong", "ensemble_acc", "gain_vs_best", "conversion_rate"]
+    rows = [("B", "r1", "reinit", 0.90, 0.88, [0.10, 0.80, 0.06, 0.91, 0.01, 0.60]),
+            ("r2", "B", "reinit", 0.86, 0.90, [0.20, 0.76, 0.04, 0.93, 0.03, 0.70]),
+            ("B", "a1", "architecture", 0.90, 0.70, [0.30, 0.65, 0.05, 0.92, 0.02, 0.80]),
+            ("r1", "r2", "reinit", 0.88, 0.86, [0.90, 0.05, 0.05, 0.10, -0.5, 0.10])]
+    pairs = pd.DataFrame([dict(model_a=a, model_b=b, category=c, acc_a=x, acc_b=y, **dict(zip(cols, v)))
+                          for a, b, c, x, y, v in rows])
+    bp = base_pairs(pairs, "B")
+    assert sorted(bp.model_b) == ["a1", "r1", "r2"] and (bp.model_a == "B").all()
+    assert (bp.acc_a == 0.90).all()                               # the flipped pair's accuracies swap too
+    assert bp.set_index("model_b").loc["r2", "acc_b"] == 0.86
+    cs = category_summary(bp).set_index("category")
+    assert list(cs.index) == ["reinit", "architecture"] and list(cs.n_pairs) == [2, 1]
+    for i, c in enumerate(cols):
+        assert cs.loc["reinit", c] == pytest.approx((rows[0][5][i] + rows[1][5][i]) / 2, abs=1e-15), c
+        assert cs.loc["architecture", c] == rows[2][5][i], c
+    models = pd.DataFrame({"model": ["a1", "r2", "B", "r1"], "method": "m", "head": "h", "temperature": 1.0,
+                           "accuracy": [0.70, 0.86, 0.90, 0.88],
+                           "category": ["architecture", "reinit", "base", "reinit"]})
+    t1 = model_table(models, bp, "B", band=(0.86, 0.88))  # inclusive: r2 and r1 sit on its ends
+    assert list(t1.model) == ["B", "r1", "r2", "a1"]                # base, then reinit by accuracy, then arch
+    assert list(t1.error_inconsistency.fillna(-1)) == [-1, 0.10, 0.20, 0.30]
+    assert list(t1.ensemble_acc.fillna(-1)) == [-1, 0.91, 0.93, 0.92]
+    assert list(t1.in_band) == [False, True, True, False]
