@@ -73,3 +73,4 @@ def test_bar_counter_includes_the_finished_unit():
 @pytest.mark.parametrize("s,text", [(None, "?"), (0.2, "0s"), (59.4, "59s"), (61, "1m01s"), (3725, "1h02m")])
 def test_format_duration(s, text):
     assert format_duration(s) == text
+

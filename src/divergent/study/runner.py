@@ -175,7 +175,21 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
 
 
 def _clean_orphans(store: Path) -> None:
-    """Staged entries left by an interrupted run are never committed; their units rerun."""
+    """Entries staged by an interrupted run are never committed (their units rerun and stage
+    again); the chunks of a resumable extraction are kept, so its unit resumes where it stopped,
+    less the temporaries whose producer is gone."""
+    from ..store.store import leftovers
+
     root = Path(store) / ".staging"
-    if root.exists():
-        shutil.rmtree(root, ignore_errors=True)
+    if not root.exists():
+        return
+    for p in root.iterdir():
+        if p.name == "extract":
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for p, _why in leftovers(store):
+        if root in p.parents and not p.is_dir():
+            p.unlink(missing_ok=True)
