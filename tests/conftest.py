@@ -26,9 +26,11 @@ def fmnist_dir() -> Path:
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Run a test with one torch intra-op thread (2-core CI machines), restoring the count after."""
+def one_torch_thread(monkeypatch):
+    """Run a test with one torch intra-op thread (2-core CI machines), restoring the count after;
+    child processes the test starts inherit OMP_NUM_THREADS=1 (the environment is restored too)."""
     torch = pytest.importorskip("torch")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

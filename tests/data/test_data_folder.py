@@ -6,6 +6,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from divergent.data import ImageDecodeError, open_dataset
 from divergent.data.folder import _fast_ustar, _tarfile_members
@@ -36,8 +37,13 @@ def test_folder_split_layout(tmp_path, cifar_members):
     assert tr.class_names == list(CLASSES3) and len(tr) == 12
     assert tr.ids[0] == "train/cat/0000.jpg" and list(tr.ids) == sorted(tr.ids)
     assert tr.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    # decoding equals the original JPEG decoded directly
-    assert np.array_equal(tr.raw(5), np.asarray(tr.image(5)))
+    # pixels are the file that the id names, decoded by PIL directly (not through the reader)
+    assert tr.ids[5] == "train/dog/0001.jpg"
+    with Image.open(root / "train" / "dog" / "0001.jpg") as im:
+        want = np.asarray(im.convert("RGB"))
+    raw = tr.raw(5)
+    assert raw.dtype == np.uint8 and raw.shape == (32, 32, 3) and np.array_equal(raw, want)
+    assert np.array_equal(np.asarray(tr.image(5)), want)
     assert tr.encoded(0) == cifar_members["test/cat/0000.jpg"]
     off = open_dataset(f"folder:{root}", "official-test")
     assert off.ids.tolist() == [f"test/{c}/{k:04d}.jpg" for c in CLASSES3 for k in (4, 5)]
@@ -166,10 +172,9 @@ def test_pickle_round_trip(cifar_test_tar):
 
 
 @pytest.mark.slow  # imports torch (10+ s cold on the shared machine)
-def test_dataloader_workers(cifar_test_tar):
+def test_dataloader_workers(cifar_test_tar, one_torch_thread):
     ds = open_dataset(str(cifar_test_tar), "official-test").subset(np.arange(0, 10_000, 1250))
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
     loader = torch.utils.data.DataLoader(ds.mapped(pixels="raw", with_index=True), batch_size=4, num_workers=2,
                                          multiprocessing_context="fork")
     xs, ys, idx = zip(*loader)

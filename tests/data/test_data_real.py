@@ -1,8 +1,12 @@
 """Readers on the real assets: the CIFAR-10 JPEG archives in ../shared and Fashion-MNIST IDX files."""
 from __future__ import annotations
 
+import io
+import tarfile
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from divergent.data import describe, open_dataset, stratified_halves
 from divergent.errors import DivergentError
@@ -22,11 +26,19 @@ def test_cifar_test_archive_official(cifar_test_tar):
     # every id is a path test/<class>/<file> whose folder matches its label
     folders = np.array([i.split("/")[1] for i in ds.ids])
     assert (folders == np.array(CIFAR_CLASSES)[ds.labels]).all()
+    # 1,000 images per class in sorted path order: position 1234 is the 235th automobile
+    assert ds.ids[1234] == "test/automobile/0234.jpg" and ds.labels[1234] == 1
     im = ds.image(1234)
     assert im.mode == "RGB" and im.size == (32, 32)
     raw = ds.raw(1234)
     assert raw.dtype == np.uint8 and raw.shape == (32, 32, 3)
-    assert np.array_equal(raw, np.asarray(im))
+    # the pixels are that archive member decoded by PIL directly (tarfile, not the reader)
+    with tarfile.open(cifar_test_tar) as tf:
+        data = tf.extractfile("test/automobile/0234.jpg").read()
+    with Image.open(io.BytesIO(data)) as direct:
+        want = np.asarray(direct.convert("RGB"))
+    assert np.array_equal(raw, want) and np.array_equal(np.asarray(im), want)
+    assert ds.encoded(1234) == data
     assert ds.encoded(0)[:2] == b"\xff\xd8" and ds.decodes  # JPEG bytes for extraction-side decoding
     d = describe(ds)
     assert d["n"] == 10_000 and d["counts"]["truck"] == 1000

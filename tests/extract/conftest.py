@@ -28,10 +28,3 @@ def cifar_folder(shared: Path, out: Path, per_class: int) -> Path:
 def cifar_small(shared_dir, tmp_path_factory) -> Path:
     """30 real CIFAR-10 test JPEGs per class (split 'all' = 300 images, 'test' = a third)."""
     return cifar_folder(shared_dir, tmp_path_factory.mktemp("cifar_small"), 30)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    torch.set_num_threads(1)

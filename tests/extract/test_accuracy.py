@@ -9,6 +9,7 @@ from divergent.extract import extract
 from divergent.store import Store
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ../shared/README.md: accuracy on the 10,000-image JPEG test set (ResNet-8 is quoted as "about 74%";
 # measured here: 75.48%), with the tolerance each figure's precision allows

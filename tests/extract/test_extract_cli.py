@@ -32,13 +32,13 @@ def test_models_list_and_show(app):
     assert r.exit_code == 2 and "did you mean" in r.output
 
 
-def test_extract_command(app, cifar_small, tmp_path):
+def test_extract_command(app, cifar_small, tmp_path, one_torch_thread):
     args = ["extract", str(tmp_path / "st"), "--data", str(cifar_small), "--split", "test", "--device", "cpu",
             "--workers", "0", "--no-progress"]
     r = CliRunner().invoke(app, args + ["--model", "cifar10/resnet20"])
     assert r.exit_code == 0, r.output
     assert "cifar10/resnet20 on test: done (features, logits)" in r.output
     r = CliRunner().invoke(app, args + ["--models", "cifar10/resnet20,cifar10/bogus"])
-    assert r.exit_code == 1 and "skipped" in r.output and "failed" in r.output
+    assert r.exit_code == 2 and "skipped" in r.output and "failed" in r.output
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "exactly one of --model and --models" in r.output

@@ -9,7 +9,7 @@ from divergent.sources import Preprocess, resolve
 from divergent.sources.preprocess import ImageTransform, normalize_numpy, normalize_torch
 
 torch = pytest.importorskip("torch")
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images():

@@ -8,12 +8,10 @@ import pytest
 
 from divergent.study import Graph, InlineExecutor, Unit, run_graph
 
-T = "toy_units:"
+T = "toy."  # the registered names of tests/study/toy_units.py
 
 
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+pytestmark = pytest.mark.usefixtures("toy_units")
 
 
 def graph(a=1, b=2, crash_flag="", with_boom=False) -> Graph:
@@ -91,13 +89,13 @@ def test_failure_skips_dependents_and_carries_on(tmp_path):
     assert "this unit always fails" in (tmp_path / "study.log").read_text()
 
 
-def test_local_process_executor(tmp_path):
+def test_local_process_executor(tmp_path, monkeypatch):
+    import os
+
     from divergent.study import LocalExecutor
 
-    import os
-    import sys
-
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    # the worker processes import this folder's toy units
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     s = run_graph(graph(), tmp_path, executor=LocalExecutor(workers=2), progress=False)
     assert s.results["sum"]["value"] == 12 and len(s.ran) == 6
 
@@ -129,3 +127,49 @@ def test_optional_dependency_failure_does_not_stop_the_study(tmp_path):
     s = run(g, tmp_path)
     assert "boom" in s.failed and s.results["collect"]["value"] == 2 and s.results["after"]["even"]
     assert s.skipped == []
+
+
+def test_unknown_unit_fails_when_planned():
+    from divergent.errors import DivergentError
+
+    g = Graph()
+    with pytest.raises(DivergentError, match=r"(?s)unknown study unit 'toy.sourc'.*'toy.source'"):
+        g.add(Unit("src:a", "train", T + "sourc", {"value": 1}))
+    with pytest.raises(DivergentError, match="not a registered study unit"):
+        Unit("src:a", "train", lambda ctx: {})
+
+
+def test_units_are_named_by_their_function(toy_units, tmp_path):
+    g = Graph()
+    g.add(Unit("src:a", "train", toy_units.source, {"value": 3}))
+    assert g["src:a"].fn == "toy.source" and run(g, tmp_path).results["src:a"]["value"] == 3
+
+
+def test_a_unit_outside_the_registered_modules_fails_when_planned(monkeypatch):
+    from divergent.errors import DivergentError
+    from divergent.study import units
+
+    monkeypatch.setattr(units, "REGISTRY", dict(units.REGISTRY))
+
+    @units.unit(name="toy.stray", version=1)
+    def stray(ctx):
+        return {}
+
+    with pytest.raises(DivergentError, match=r"(?s)registered by module 'test_runner'.*MODULES.*add_modules"):
+        Graph().add(Unit("stray", "train", stray))
+
+
+def test_bumping_a_unit_version_reruns_it_and_its_dependents(tmp_path, monkeypatch):
+    import dataclasses
+
+    from divergent.study import units
+
+    run(graph(), tmp_path)
+    calls(tmp_path)
+    run(graph(), tmp_path)
+    assert calls(tmp_path) == []
+    monkeypatch.setitem(units.REGISTRY, "toy.double",
+                        dataclasses.replace(units.REGISTRY["toy.double"], version=2))
+    s = run(graph(), tmp_path)
+    assert sorted(calls(tmp_path)) == ["dbl:a", "dbl:b", "sum"]
+    assert set(s.cached) == {"src:a", "src:b", "parity"}

@@ -8,11 +8,12 @@ torch = pytest.importorskip("torch")
 from divergent.errors import DivergentError  # noqa: E402
 from divergent.train.architectures import DEFAULT_DEPTH, build_model  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.mark.parametrize("family", sorted(DEFAULT_DEPTH))
 @pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
 def test_forward_both(family, channels, size):
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     m = build_model(family, in_channels=channels, image_size=size, n_classes=10, width=0.5).eval()
     x = torch.randn(3, channels, size, size)

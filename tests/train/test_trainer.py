@@ -49,7 +49,7 @@ def test_same_seed_same_predictions(tmp_path, test_half):
         train_recipe(tiny(lr=1e-3), tmp_path / "a", device="cpu", progress=False)
 
 
-def test_resume_after_interruption_gives_identical_weights(tmp_path):
+def test_resume_after_interruption_gives_identical_weights(tmp_path, fmnist_dir):
     r = tiny(epochs=3)
     straight = train_recipe(r, tmp_path / "s", device="cpu", progress=False)
     assert train_recipe(r, tmp_path / "i", device="cpu", progress=False, until_epoch=1) is None
