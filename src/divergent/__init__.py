@@ -20,7 +20,7 @@ _EXPORTS = {
     "DivergentError": "divergent.errors",
     "open_store": "divergent.api",
     "cards_table": "divergent.api",
-    "import_predictions": "divergent.store.importers",
+    "import_predictions": "divergent.store.formats",
     "calibrate": "divergent.analyses.calibration",
     "pairs": "divergent.analyses.pairs",
     "pair_outcomes": "divergent.analyses.pairs",

@@ -9,6 +9,7 @@ from divergent.analyses.ensembles import base_plus_one, greedy_ensemble
 from divergent.cards import ModelCard
 from divergent.engine.naive import greedy_reference, pair_codes_reference, ref_probs
 from divergent.errors import DivergentError
+from divergent.metrics.pairs import ENS_OK
 from divergent.store import Store
 
 CARDS = {
@@ -109,7 +110,7 @@ def test_base_plus_one_matches_pair_reference(random_store):
     y = labels["test"]
     for r in df.itertuples(index=False):
         codes = pair_codes_reference(arrays["base"]["test"], arrays[r.member]["test"], y, temps["base"], temps[r.member])
-        assert r.ensemble_acc == np.mean((codes & 4) > 0)
+        assert r.ensemble_acc == np.mean((codes & ENS_OK) > 0)
         assert r.ci_low <= r.ensemble_acc <= r.ci_high
     assert set(df["member"]) == set(CARDS) - {"base"}
     low = base_plus_one(st, "base", n_boot=50)

@@ -287,3 +287,26 @@ def test_fashion_mnist_two_real_models(fmnist_dir, tmp_path):
     assert res.groups["group"].tolist() == ["garments", "footwear", "bags"]
     t = res.group_test.iloc[0]
     assert t["method"] == "exact" and t["n_perm"] == 840 and 0 < t["p_value"] <= 1
+
+
+def test_representative_angles_group_intervals_are_the_separation_bootstrap(planted_store):
+    from divergent.analyses.specialization import representative_angles
+    from divergent.metrics import specialization as sm
+
+    t = representative_angles(planted_store, "res/a", {"dataset": "clip:b"}, "test", groups="builtin",
+                              n_boot=80, seed=3)
+    res = specialization(planted_store, "res/a", "clip:b", "test", groups="builtin", n_boot=0)
+    ex = res.examples
+    assert len(t["angles"]) == len(ex) and (t["angles"]["model_b"] == "clip:b").all()
+    codes = sm.outcome_codes(ex["pred_a"] == ex["label"], ex["pred_b"] == ex["label"])
+    g = t["group_specialization"].set_index("group")
+    assert list(g.index) == ["anthropogenic", "nature"]
+    for name in g.index:
+        sel = (res.per_class.set_index("class_name").loc[ex["class_name"], "group"] == name).to_numpy()
+        sep = sm.separation(ex["phi_deg"].to_numpy()[sel], codes[sel], n_boot=80, seed=3)["specialization_deg"]
+        assert (g.loc[name, "specialization"], g.loc[name, "specialization_lo"], g.loc[name, "specialization_hi"]) == \
+            (sep["value"], sep["ci_low"], sep["ci_high"])
+        assert g.loc[name, "n_only_a"] == int((codes[sel] == sm.ONLY_A).sum())
+    # the planted effect: A specialises on nature, B on vehicles; both groups separate
+    assert (g["specialization_lo"] > 0).all()
+    assert representative_angles(planted_store, "res/a", {}, "test") == {}

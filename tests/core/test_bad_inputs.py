@@ -12,7 +12,7 @@ import pytest
 
 from divergent.cli import main
 from divergent.store import Store
-from divergent.store._io import VERDICTS
+from divergent.store.layout import VERDICTS
 
 N, C = 12, 3
 Y = np.arange(N) % C
@@ -142,7 +142,7 @@ def array_file(tmp, how):
 
 def hold_lock(tmp, cmd):
     """Another process's lock, simulated by a second lock on the same file (flock: per open file)."""
-    from divergent.store._io import WriterLock
+    from divergent.store import WriterLock
 
     lock = WriterLock(tmp / "S")
     lock.acquire()

@@ -15,7 +15,7 @@ import typer.main
 from divergent.cli import _register, app, main
 from divergent.errors import StoreLockedError
 from divergent.store import Store, lock_wait
-from divergent.store._io import WriterLock
+from divergent.store import WriterLock
 
 _register()
 

@@ -17,25 +17,26 @@ import pytest
 import divergent as dv
 from divergent.cli import main
 from divergent.errors import CorruptStoreError, DivergentError
-from divergent.store import Store, _io, stage_entry, staged_entries
-from divergent.store.store import DerivedCache, leftovers, remove_leftovers, verify_store
+from divergent import _files
+from divergent.store import DerivedCache, Store, leftovers, remove_leftovers, stage_entry, staged_entries, verify_store
+from divergent.store import verdicts as _verdicts
 
 
 @pytest.fixture
 def hashes(monkeypatch):
     """Names of the files hashed from now on; verdicts start from nothing (as in a new process),
     and files count as settled however recently they were written."""
-    monkeypatch.setattr(_io, "_MEMO", {})
-    monkeypatch.setattr(_io, "RACY_S", 0.0)
-    monkeypatch.setattr(_io, "RACY_COARSE_S", 0.0)
+    monkeypatch.setattr(_verdicts, "_MEMO", {})
+    monkeypatch.setattr(_verdicts, "RACY_S", 0.0)
+    monkeypatch.setattr(_verdicts, "RACY_COARSE_S", 0.0)
     calls: list[str] = []
-    real = _io.sha256_file
+    real = _verdicts.sha256_file
 
     def spy(path, *a, **k):
         calls.append(Path(path).name)
         return real(path, *a, **k)
 
-    monkeypatch.setattr(_io, "sha256_file", spy)
+    monkeypatch.setattr(_verdicts, "sha256_file", spy)
     return calls
 
 
@@ -55,10 +56,10 @@ def test_each_array_is_hashed_once_then_trusted_until_it_changes(toy_store, hash
     st.array("m0", "test", "logits")
     st.array("m0", "test", "logits")
     assert hashes == [path.name]  # remembered in this process
-    monkeypatch.setattr(_io, "_MEMO", {})  # a new process: the verdict file answers
+    monkeypatch.setattr(_verdicts, "_MEMO", {})  # a new process: the verdict file answers
     Store.open(toy_store.root).array("m0", "test", "logits")
     assert hashes == [path.name]
-    entry = json.loads((toy_store.root / _io.VERDICTS).read_text())["files"][info["path"]]
+    entry = json.loads((toy_store.root / _verdicts.VERDICTS).read_text())["files"][info["path"]]
     assert entry[0] == info["sha256"]
     # the same bytes written again (new mtime and ctime), or a new inode: hashed again
     path.write_bytes(path.read_bytes())
@@ -66,7 +67,7 @@ def test_each_array_is_hashed_once_then_trusted_until_it_changes(toy_store, hash
     assert hashes == [path.name] * 2
     shutil.copy(path, path.with_name("copy"))
     os.replace(path.with_name("copy"), path)
-    monkeypatch.setattr(_io, "_MEMO", {})
+    monkeypatch.setattr(_verdicts, "_MEMO", {})
     Store.open(toy_store.root).array("m0", "test", "logits")
     assert hashes == [path.name] * 3
     # a changed byte is caught even though the file was verified before
@@ -76,14 +77,14 @@ def test_each_array_is_hashed_once_then_trusted_until_it_changes(toy_store, hash
 
 
 def test_a_verdict_needs_all_four_file_attributes(tmp_path, monkeypatch):
-    monkeypatch.setattr(_io, "_MEMO", {})
-    v = _io.Verdicts(tmp_path)
+    monkeypatch.setattr(_verdicts, "_MEMO", {})
+    v = _verdicts.Verdicts(tmp_path)
     sig = (11, 2222, 3_000_000_000_123, 4_000_000_000_456)
     at = sig[3] + 10**10
     v.record("a.npy", sig, "f" * 64, at)
     v.save()
-    monkeypatch.setattr(_io, "_MEMO", {})
-    fresh = _io.Verdicts(tmp_path)
+    monkeypatch.setattr(_verdicts, "_MEMO", {})
+    fresh = _verdicts.Verdicts(tmp_path)
     assert fresh.lookup("a.npy", sig) == "f" * 64
     for i in range(4):  # inode, size, mtime_ns, ctime_ns
         other = list(sig)
@@ -92,8 +93,8 @@ def test_a_verdict_needs_all_four_file_attributes(tmp_path, monkeypatch):
     # a file changed just before it was hashed may have changed again in the same clock tick
     v.record("b.npy", sig, "e" * 64, sig[3] + 1_000_000)
     v.save()
-    monkeypatch.setattr(_io, "_MEMO", {})
-    assert _io.Verdicts(tmp_path).lookup("b.npy", sig) is None
+    monkeypatch.setattr(_verdicts, "_MEMO", {})
+    assert _verdicts.Verdicts(tmp_path).lookup("b.npy", sig) is None
 
 
 # ---------------------------------------------------------------- the manifest's checksum
@@ -117,7 +118,7 @@ def test_a_hand_edited_temperature_is_refused_and_reported(toy_store, capsys):
 def test_verify_checks_the_manifest_values_against_each_other(toy_store):
     """Values that contradict each other are reported even under a valid checksum (a manifest
     resealed by hand, or written by a faulty producer)."""
-    from divergent.store.store import _sealed
+    from divergent.store.manifest import sealed as _sealed
 
     dv.calibrate(toy_store, fit_on="holdout", progress=False)
     mf = toy_store.root / "manifest.json"
@@ -231,7 +232,7 @@ def test_a_linear_head_is_refused_when_its_features_change_during_the_fit(tmp_pa
 
 
 # ---------------------------------------------------------------- leftovers
-_DIE = "import os, sys; from pathlib import Path; from divergent.store import _io; p, fd = _io.open_temp(Path(sys.argv[1])); os.write(fd, b'x'); os._exit(0)"
+_DIE = "import os, sys; from pathlib import Path; from divergent import _files; p, fd = _files.open_temp(Path(sys.argv[1])); os.write(fd, b'x'); os._exit(0)"
 
 
 def _dead_temp(final: Path) -> Path:
@@ -247,17 +248,17 @@ def test_what_is_a_leftover_and_what_is_not(toy_store, capsys):
     root = toy_store.root
     pending = stage_entry(root, "m9", "test", arrays={"logits": np.zeros((600, 5), np.float32)})
     committed = stage_entry(root, "m8", "test", arrays={"logits": np.ones((600, 5), np.float32)})
-    import divergent.store.store as store_mod
+    import divergent.store.staging as staging_mod
 
-    keep = store_mod._remove_committed
-    store_mod._remove_committed = lambda stage: None  # killed right after the manifest was published
+    keep = staging_mod.remove_committed
+    staging_mod.remove_committed = lambda stage: None  # killed right after the manifest was published
     try:
         with toy_store.writer() as w:
             w.commit_staged(committed)
     finally:
-        store_mod._remove_committed = keep
+        staging_mod.remove_committed = keep
     dead = _dead_temp(root / "cache" / "pairs" / "test" / "x.bin")
-    tmp, fd = _io.open_temp(root / "cache" / "mine.json")  # this process runs: not a leftover
+    tmp, fd = _files.open_temp(root / "cache" / "mine.json")  # this process runs: not a leftover
     os.close(fd)
     other_host = root / "cache" / ".y.npz.otherhost~1~1.0123abcd.tmp"
     other_host.write_bytes(b"")

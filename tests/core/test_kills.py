@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from divergent.cli import main
-from divergent.store import Store, _io
-from divergent.store.store import verify_store
+from divergent._files import CRASH_EXIT
+from divergent.store import Store, verify_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def run_killed(code: str, point: str, *args, timeout: float = 120) -> None:
     env = dict(os.environ, DIVERGENT_CRASH_AT=point, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
                        timeout=timeout)
-    assert r.returncode == _io.CRASH_EXIT, f"exit {r.returncode}, not killed at {point}:\n{r.stderr[-2000:]}"
+    assert r.returncode == CRASH_EXIT, f"exit {r.returncode}, not killed at {point}:\n{r.stderr[-2000:]}"
 
 
 CLI = "import sys; from divergent.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -144,10 +144,12 @@ UNITS = '''
 import numpy as np
 from pathlib import Path
 from divergent.store import stage_entry
+from divergent.study.units import unit
 
 N, C = 400, 4
 
 
+@unit(name="tiny.data", version=1)
 def data(ctx):
     rng = np.random.default_rng(0)
     out = []
@@ -159,6 +161,7 @@ def data(ctx):
     return {"splits": out}
 
 
+@unit(name="tiny.predict", version=1)
 def predict(ctx, *, seed, skill):
     staged = []
     shared = np.random.default_rng(99)
@@ -174,16 +177,21 @@ def predict(ctx, *, seed, skill):
 STUDY = """
 import sys
 sys.path.insert(0, sys.argv[2])
-from divergent.study import Graph, InlineExecutor, Unit, run_graph
-g = Graph()
-g.add(Unit("data", "data", "tiny_units:data"))
-for i, skill in enumerate((1.0, 1.5, 2.0)):
-    g.add(Unit(f"predict:m{i}", "predict", "tiny_units:predict", {"seed": i, "skill": skill}, deps=("data",)))
-g.add(Unit("calibrate", "calibrate", "divergent.study.stages:calibrate_unit", {"fit_on": "holdout"},
-           deps=("predict:m0", "predict:m1", "predict:m2"), main=True))
-g.add(Unit("pairs", "pairs", "divergent.study.stages:pairs_unit", {"base": "m0", "split": "test", "n_boot": 20, "seed": 0},
-           deps=("calibrate",), main=True))
-s = run_graph(g, sys.argv[1], executor=InlineExecutor(), progress=False)
+from divergent.study import Graph, InlineExecutor, Unit, run_graph, units
+saved = units.MODULES
+units.add_modules("tiny_units")
+try:
+    g = Graph()
+    g.add(Unit("data", "data", "tiny.data"))
+    for i, skill in enumerate((1.0, 1.5, 2.0)):
+        g.add(Unit(f"predict:m{i}", "predict", "tiny.predict", {"seed": i, "skill": skill}, deps=("data",)))
+    g.add(Unit("calibrate", "calibrate", "calibrate", {"fit_on": "holdout"},
+               deps=("predict:m0", "predict:m1", "predict:m2"), main=True))
+    g.add(Unit("pairs", "pairs", "pairs", {"base": "m0", "split": "test", "n_boot": 20, "seed": 0},
+               deps=("calibrate",), main=True))
+    s = run_graph(g, sys.argv[1], executor=InlineExecutor(), progress=False)
+finally:
+    units.MODULES = saved
 assert s.ok, s.failed
 """
 

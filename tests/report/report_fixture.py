@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from divergent.report import ReportTables, make_row
+
+from divergent.analyses.findings import make_row
+from divergent.report import ReportTables
 
 MODELS = [
     # model, method, head, T, acc, category

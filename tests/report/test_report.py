@@ -134,7 +134,7 @@ def test_table1_and_category_summary_written_from_the_pairs(built):
 def test_category_summary_and_table1_orient_and_average_pairs():
     # base "B"; two reinit pairs (one stored as (r2, B)), one architecture pair, and a pair without
     # the base that must not count; by hand: reinit = mean of two pairs, architecture = its one pair
-    from divergent.report.build import base_pairs, category_summary, model_table
+    from divergent.report.build import base_pairs, category_summary, table1
 
     cols = ["error_inconsistency", "both_correct", "both_wrong", "ensemble_acc", "gain_vs_best", "conversion_rate"]
     rows = [("B", "r1", "reinit", 0.90, 0.88, [0.10, 0.80, 0.06, 0.91, 0.01, 0.60]),
@@ -155,7 +155,7 @@ def test_category_summary_and_table1_orient_and_average_pairs():
     models = pd.DataFrame({"model": ["a1", "r2", "B", "r1"], "method": "m", "head": "h", "temperature": 1.0,
                            "accuracy": [0.70, 0.86, 0.90, 0.88],
                            "category": ["architecture", "reinit", "base", "reinit"]})
-    t1 = model_table(models, bp, "B", band=(0.86, 0.88))  # inclusive: r2 and r1 sit on its ends
+    t1 = table1(models, bp, "B", band=(0.86, 0.88))  # inclusive: r2 and r1 sit on its ends
     assert list(t1.model) == ["B", "r1", "r2", "a1"]                # base, then reinit by accuracy, then arch
     assert list(t1.error_inconsistency.fillna(-1)) == [-1, 0.10, 0.20, 0.30]
     assert list(t1.ensemble_acc.fillna(-1)) == [-1, 0.91, 0.93, 0.92]

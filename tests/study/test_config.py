@@ -10,8 +10,8 @@ from divergent.study import config as C
 def test_defaults_fill_and_presets_validate():
     for p in C.PRESETS:
         cfg = C.load(p)
-        assert cfg["data"]["split"] == "test" and cfg["data"]["fit_on"] == "holdout"
-    assert C.load(None)["study"]["name"] == "fashion-mnist"
+        assert cfg.data.split == "test" and cfg.data.fit_on == "holdout"
+    assert C.load(None).study.name == "fashion-mnist"
 
 
 @pytest.mark.parametrize("raw,match", [
@@ -32,7 +32,7 @@ def test_errors_name_key_and_allowed(raw, match):
 
 
 def test_percent_band_is_converted():
-    assert C.validate({"analysis": {"acc_band": [74, 78]}})["analysis"]["acc_band"] == [0.74, 0.78]
+    assert C.validate({"analysis": {"acc_band": [74, 78]}}).analysis.acc_band == [0.74, 0.78]
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
@@ -54,7 +54,7 @@ def test_resolved_config_roundtrips(tmp_path):
 
     cfg = C.load("cifar10")
     again = C.validate(tomllib.loads(C.dumps(cfg)))
-    assert {k: again[k] for k in C.SCHEMA} == {k: cfg[k] for k in C.SCHEMA}
+    assert {k: getattr(again, k) for k in C.SECTIONS} == {k: getattr(cfg, k) for k in C.SECTIONS}
 
 
 def test_plan_unknown_base_suggests(tmp_path):
@@ -112,3 +112,18 @@ def test_cifar10_plan_sizes_and_unknown_models():
     assert "name" not in units["extract:imagenet/efficientnet-lite2@96px"].params
     with pytest.raises(DivergentError, match="unknown model"):
         plan.zoo_plan(C.load("fashion-mnist", {"zoo.backbones": ["imagenet/efficientnet-lite9"]}))
+
+
+def test_config_is_frozen_sections_with_one_default_each():
+    import dataclasses
+
+    from divergent.conventions import N_BOOT
+
+    cfg = C.load("fashion-mnist-quick", {"analysis.n_boot": 50})
+    assert cfg.analysis.n_boot == 50 and C.load(None).analysis.n_boot == N_BOOT == C.AnalysisSection().n_boot
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.analysis.n_boot = 10
+    with pytest.raises(DivergentError, match=r"(?s)unknown config key 'analysis.n_bot'.*did you mean 'n_boot'"):
+        C.load("fashion-mnist-quick", {"analysis.n_bot": 50})
+    # list defaults are not shared between configs
+    assert C.AnalysisSection().transfer is not C.AnalysisSection().transfer

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import pytest
 
 from divergent.study import Graph, InlineExecutor, Unit, run_graph
 from divergent.study.progress import Progress, format_duration
 
-T = "toy_units:"
+T = "toy."  # the registered names of tests/study/toy_units.py
 
 
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+pytestmark = pytest.mark.usefixtures("toy_units")
 
 
 def _graph() -> Graph:

@@ -1,21 +1,17 @@
 """A restarted study: staged entries of the interrupted run go, resumable extraction chunks stay."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from divergent.study import Graph, InlineExecutor, Unit, run_graph
 
 
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+pytestmark = pytest.mark.usefixtures("toy_units")
 
 
 def _graph() -> Graph:
     g = Graph()
-    g.add(Unit("src:a", "train", "toy_units:source", {"value": 1}))
+    g.add(Unit("src:a", "train", "toy.source", {"value": 1}))
     return g
 
 

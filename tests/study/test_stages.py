@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from divergent.study.analysis_stages import band_of, lower_pool, representatives, run_greedy
+from divergent.analyses.ensembles import lower_pool, representatives, run_greedy
+from divergent.study.analysis_stages import band_of
 
 
 def _onehot(pred, k=3, conf=0.9):
@@ -74,12 +75,16 @@ def test_representative_is_closest_in_accuracy():
 
 def test_band_auto_and_fixed():
     # "auto": the base's accuracy +- the half-width (in float arithmetic), clipped to [0, 1]
-    cfg = {"analysis": {"acc_band": "auto", "band_halfwidth": 0.03}}
+    from dataclasses import replace
+
+    from divergent.study.config import AnalysisSection
+
+    cfg = AnalysisSection(acc_band="auto", band_halfwidth=0.03)
     assert band_of(cfg, 0.8) == (0.8 - 0.03, 0.8 + 0.03)
     assert band_of(cfg, 0.99) == (0.99 - 0.03, 1.0) and band_of(cfg, 0.02) == (0.0, 0.02 + 0.03)
-    cfg["analysis"]["band_halfwidth"] = 0.05
+    cfg = replace(cfg, band_halfwidth=0.05)
     assert band_of(cfg, 0.5) == (0.5 - 0.05, 0.5 + 0.05)
-    cfg["analysis"]["acc_band"] = [0.7, 0.9]
+    cfg = replace(cfg, acc_band=[0.7, 0.9])
     assert band_of(cfg, 0.8) == (0.7, 0.9) and band_of(cfg, 0.2) == (0.7, 0.9)  # fixed: the base does not move it
 
 

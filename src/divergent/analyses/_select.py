@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DivergentError, unknown
-from ..metrics.probs import as_logits32
+from ..metrics.probs import log_probs_from_probs, reference_probs
 from ..store import Store
+
+#: rows of probabilities computed at once
+BLOCK = 4096
 
 
 def as_store(store) -> Store:
@@ -48,29 +52,25 @@ def resolve_models(store: Store, models=None, *, split: str | None = None, need:
         return names
     out = []
     for m in names:
-        has_scores = store.has(m, split, "logits") or store.has(m, split, "probs")
-        if has_scores or (need == "pred" and store.has(m, split, "pred")):
+        if store.has_scores(m, split) or (need == "pred" and store.has(m, split, "pred")):
             out.append(m)
     return out
 
 
 def predictions(store: Store, model: str, split: str) -> np.ndarray:
     """Top-1 class ids (the argmax of the scores, ties to the lowest index; T does not change it)."""
-    if store.has(model, split, "logits"):
-        return _argmax_stream(store.array(model, split, "logits"))
-    if store.has(model, split, "probs"):
-        return _argmax_stream(store.array(model, split, "probs"))
-    if store.has(model, split, "pred"):
-        return np.asarray(store.array(model, split, "pred")[:, 0], dtype=np.int64)
-    raise DivergentError(f"model {model!r} has no predictions on split {split!r}",
-                         "extract or import its predictions for this split")
+    return store.predictions(model, split)
 
 
-def _argmax_stream(arr: np.ndarray, block: int = 16384) -> np.ndarray:
-    out = np.empty(len(arr), dtype=np.int64)
-    for s in range(0, len(arr), block):
-        out[s : s + block] = np.argmax(as_logits32(arr[s : s + block]), axis=1)
-    return out
+def reference_prob_blocks(store: Store, model: str, split: str, temperature: float, *, block: int = BLOCK
+                          ) -> Iterator[tuple[int, np.ndarray]]:
+    """(start row, float64 probabilities) blocks of a model's scores on a split at `temperature`, by
+    the reference arithmetic (stored probabilities enter as float32 logits log(p)). The
+    temperature comes from :func:`temperatures`, which refuses a missing or same-split fit."""
+    kind, arr = store.scores(model, split)
+    for s in range(0, arr.shape[0], block):
+        x = np.asarray(arr[s : s + block])
+        yield s, reference_probs(log_probs_from_probs(x) if kind == "probs" else x, temperature)
 
 
 def accuracies(store: Store, models: list[str], split: str) -> dict[str, float]:
@@ -137,3 +137,18 @@ def temperatures(store: Store, models: list[str], *, calibrated: bool, split: st
             f"{len(missing)} model(s) have no temperature yet (e.g. {missing[:3]})",
             "run `divergent calibrate STORE --fit-on holdout` first, or pass --uncalibrated (calibrated=False)")
     return out
+
+
+class NamedTables:
+    """An analysis result holding named tables: ``TABLES`` lists them; ``result.tables()`` maps each
+    name to its DataFrame and ``result[name]`` reads one (an unknown name is refused)."""
+
+    TABLES: tuple[str, ...] = ()
+
+    def tables(self) -> dict:
+        return {name: getattr(self, name) for name in self.TABLES}
+
+    def __getitem__(self, name: str):
+        if name not in self.TABLES:
+            raise unknown("table", name, self.TABLES)
+        return getattr(self, name)

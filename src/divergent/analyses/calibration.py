@@ -6,12 +6,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .._files import crash_point
 from ..conventions import HOLDOUT, TEST, check_fit_split
 from ..errors import DivergentError
 from ..metrics.calibration import ece, fit_temperature, nll
 from ..metrics.probs import log_probs_from_probs, reference_probs
 from ..store import Store
-from ..store._io import crash_point
 from ._select import as_store, resolve_models
 
 
@@ -41,7 +41,7 @@ def _fit_row(store: Store, m: str, fit_on: str, report_on: str | None) -> tuple[
            "nll_before": fit.nll_before, "nll_after": fit.nll_after,
            "ece_before": ece(reference_probs(z, 1.0), split.labels),
            "ece_after": ece(reference_probs(z, fit.temperature), split.labels), "missing_reason": ""}
-    if report_on is not None and (store.has(m, report_on, "logits") or store.has(m, report_on, "probs")):
+    if report_on is not None and store.has_scores(m, report_on):
         ze, lab = _logits_of(store, m, report_on), store.split(report_on).labels
         row.update({f"nll_before_{report_on}": nll(ze, lab, 1.0), f"nll_after_{report_on}": nll(ze, lab, fit.temperature),
                     f"ece_before_{report_on}": ece(reference_probs(ze, 1.0), lab),
@@ -73,7 +73,7 @@ def calibrate(store, *, fit_on: str = HOLDOUT, models=None, report_on: str | Non
     from tqdm.auto import tqdm
 
     for m in tqdm(names, desc="calibrate", disable=not progress, leave=False):
-        if not (store.has(m, fit_on, "logits") or store.has(m, fit_on, "probs")):
+        if not store.has_scores(m, fit_on):
             rows.append({"model": m, "temperature": np.nan, "missing_reason": "decision-only model (no probabilities)"})
             continue
         row, sha = _fit_row(store, m, fit_on, report_on)

@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..cards import CATEGORY_ORDER
 from ..conventions import CI_LEVEL, N_BOOT, TEST
+from ..metrics.bootstrap import percentile_intervals, shared_resamples
 from ..metrics.pairs import N_CODES, metrics_from_counts
 from ._select import as_store
 from .pairs import pair_outcome_codes, pairs
@@ -20,9 +21,7 @@ def shared_counts(codes: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def shared_bootstrap(codes: np.ndarray, stat, *, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """stat(counts (P, 16)) -> vector, recomputed on `n_boot` example resamples shared by all pairs."""
-    rng = np.random.default_rng(seed)
-    n = codes.shape[1]
-    return np.stack([stat(shared_counts(codes, rng.integers(0, n, size=n))) for _ in range(n_boot)])
+    return np.stack([stat(shared_counts(codes, idx)) for idx in shared_resamples(codes.shape[1], n_boot=n_boot, seed=seed)])
 
 
 def category_summary(store, *, base: str, split: str = TEST, metrics=("error_inconsistency", "both_correct",
@@ -50,11 +49,11 @@ def category_summary(store, *, base: str, split: str = TEST, metrics=("error_inc
 
     point = stat(np.stack([np.bincount(c, minlength=N_CODES) for c in codes]))
     boots = shared_bootstrap(codes, stat, n_boot=n_boot, seed=seed) if n_boot else None
+    nan = np.full(point.shape, np.nan)
+    lo, hi = percentile_intervals(boots, level) if boots is not None else (nan, nan)
     rows = []
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     for i, c in enumerate(order):
         for j, k in enumerate(metrics):
-            lo, hi = (np.nanpercentile(boots[:, i, j], q) if boots is not None else (np.nan, np.nan))
-            rows.append({"category": c, "metric": k, "mean": point[i, j], "lo": lo, "hi": hi,
+            rows.append({"category": c, "metric": k, "mean": point[i, j], "lo": lo[i, j], "hi": hi[i, j],
                          "n_pairs": int((cats == c).sum())})
     return pd.DataFrame(rows)

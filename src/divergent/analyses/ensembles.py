@@ -1,4 +1,6 @@
-"""Ensembles on a store (Sections 3.3, 4.2, 4.5): greedy forward selection and base + one model.
+"""Ensembles on a store (Sections 3.3, 4.2, 4.5): greedy forward selection and base + one model;
+the study's greedy run of a high-accuracy model with lower-accuracy ones (Fig. 5) and the one
+representative model per category that the other analyses compare with the base.
 
 Rules: "mean-probs" (default; the mean of calibrated probabilities, exact by the reference
 arithmetic through divergent.engine), "mean-logits" (the mean of temperature-scaled logits
@@ -12,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..cards import category
-from ..conventions import HOLDOUT, TEST, check_fit_split
+from ..cards import CATEGORY_ORDER, category
+from ..conventions import HOLDOUT, N_BOOT, TEST, check_fit_split
 from ..engine import ModelSource, greedy_select, pair_codes, prepare, prepare_many
 from ..errors import DivergentError
 from ._select import accuracies, as_store, fraction, in_band, resolve_models, temperatures
@@ -33,11 +35,11 @@ def _frac(x):
 def _candidates(store, base, pool, split, fit_on, acc_max, acc_band, replacement, lower_only=False):
     """Pool models with scores on both splits, filtered by accuracy on the evaluated split."""
     names = resolve_models(store, pool, split=split, need="scores")
-    names = [m for m in names if store.has(m, fit_on, "logits") or store.has(m, fit_on, "probs")]
+    names = [m for m in names if store.has_scores(m, fit_on)]
     if base not in store.models:
         resolve_models(store, [base])  # raises with suggestions
     for s in (split, fit_on):
-        if not (store.has(base, s, "logits") or store.has(base, s, "probs")):
+        if not store.has_scores(base, s):
             raise DivergentError(f"base {base!r} has no logits/probabilities on split {s!r}",
                                  "extract or import them for that split")
     others = [m for m in names if m != base]
@@ -206,7 +208,7 @@ def greedy_ensemble(store, base: str, pool=None, fit_on: str = HOLDOUT, split: s
 
 def base_plus_one(store, base: str, pool=None, fit_on: str = HOLDOUT, split: str = TEST, acc_max=None,
                   acc_band=None, lower_only: bool = True, rule: str = "mean-probs", allow_fit_on_eval: bool = False,
-                  calibrated: bool = True, n_boot: int = 1000, seed: int = 0, k: int = 6) -> pd.DataFrame:
+                  calibrated: bool = True, n_boot: int = N_BOOT, seed: int = 0, k: int = 6) -> pd.DataFrame:
     """Experiment 1 of Section 4.5: the base ensembled with each (lower-accuracy) candidate alone.
 
     One row per candidate: member, category, base_acc, member_acc, ensemble_acc on `split` with a
@@ -265,3 +267,64 @@ def base_plus_one(store, base: str, pool=None, fit_on: str = HOLDOUT, split: str
     df["rule"] = rule
     df["split"] = split
     return df.sort_values(["ensemble_acc", "member"], ascending=[False, True], ignore_index=True)
+
+
+# ---- the study's greedy run (Fig. 5) and representatives ----------------------------------------
+
+def representatives(pairs: pd.DataFrame, base: str, acc: dict, models: list[str] | None = None) -> dict[str, str]:
+    """One model per category: the one whose test accuracy is closest to the base's (ties: by name)."""
+    bp = pairs[pairs["model_a"] == base]
+    if models is not None:
+        bp = bp[bp["model_b"].isin(models)]
+    reps = {}
+    for cat in CATEGORY_ORDER:
+        sub = bp[bp["category"] == cat]
+        if cat == "identical" or not len(sub):
+            continue
+        key = sorted(sub["model_b"], key=lambda m: (abs(acc[m] - acc[base]), m))
+        reps[cat] = key[0]
+    return reps
+
+
+def lower_pool(store, base: str, models: list[str]) -> list[str]:
+    """Models strictly less accurate than the base on the holdout (selection never looks at test)."""
+    acc = accuracies(store, sorted({base, *models}), HOLDOUT)
+    return sorted(m for m in models if m != base and acc[m] < acc[base])
+
+
+def run_greedy(store, base: str, pool: list[str], max_size: int, cats: dict) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`greedy_ensemble` (the engine's certified-exact greedy_select) from `base` over `pool`:
+    selected on the holdout, reported on test; ties by holdout NLL, then name. Returns the table
+    (base, size, added, category from `cats`, holdout_acc, test_acc, selected) and the members of
+    the selected size."""
+    if not pool:  # the base alone
+        accs = [accuracies(store, [base], s)[base] for s in (HOLDOUT, TEST)]
+        return pd.DataFrame([dict(base=base, size=1, added=base, category="base", holdout_acc=accs[0],
+                                  test_acc=accs[1], selected=True)]), [base]
+    g = greedy_ensemble(store, base, pool=pool, fit_on=HOLDOUT, split=TEST, max_size=max_size, workers=1)
+    df = pd.DataFrame({"base": base, "size": g["step"].astype(int), "added": g["member"],
+                       "category": ["base"] + [cats.get(m, c) for m, c in zip(g["member"].iloc[1:], g["category"].iloc[1:])],
+                       "holdout_acc": g["fit_acc"].astype(float), "test_acc": g["eval_acc"].astype(float),
+                       "selected": g["best"].astype(bool)})
+    best = int(df.loc[df["selected"], "size"].iloc[0])
+    return df, list(df["added"].iloc[:best])
+
+
+def lower_accuracy_greedy(store, base: str, models: list[str], *, max_size: int, cats: dict
+                          ) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The greedy run of `base` with those of `models` that have scores on the holdout and are less
+    accurate than the base there (claim 4, Fig. 5): (table, selected members, pool)."""
+    store = as_store(store)
+    pool = lower_pool(store, base, [m for m in models if store.has_scores(m, HOLDOUT)])
+    df, members = run_greedy(store, base, pool, max_size, cats)
+    return df, members, pool
+
+
+def members_correct(store, members: list[str], split: str) -> np.ndarray:
+    """Per-example correctness of the mean of the members' calibrated probabilities on `split`."""
+    from ..metrics.probs import ensemble_probs
+    from .specialization import calibrated_probs
+
+    store = as_store(store)
+    q = ensemble_probs([calibrated_probs(store, m, split) for m in members])
+    return q.argmax(1) == np.asarray(store.split(split).labels)

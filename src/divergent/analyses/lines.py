@@ -23,10 +23,9 @@ from ..cards import category as card_category
 from ..conventions import CI_LEVEL, HOLDOUT, N_BOOT, TEST, check_fit_split
 from ..errors import DivergentError, unknown
 from ..metrics import lines as lm
-from ..metrics.bootstrap import shared_resamples
-from ..metrics.probs import log_probs_from_probs, reference_probs
-from ..store.store import align_ids
-from ._select import as_store, predictions, resolve_models, temperatures
+from ..metrics.bootstrap import percentile_intervals, shared_resamples
+from ..store import align_ids
+from ._select import NamedTables, as_store, predictions, reference_prob_blocks, resolve_models, temperatures
 
 SHIFT_SEP = "~"
 LINES = ("accuracy", "agreement")
@@ -42,7 +41,7 @@ class LinesDoNotHoldWarning(UserWarning):
 
 
 @dataclass
-class LinesResult:
+class LinesResult(NamedTables):
     """Tables of :func:`lines`: per-model estimates, fitted lines, per-category agreement fits,
     and each estimator's error against the true shifted accuracy."""
 
@@ -53,14 +52,6 @@ class LinesResult:
     meta: dict = field(default_factory=dict)
 
     TABLES = ("estimates", "lines", "categories", "errors")
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        return {name: getattr(self, name) for name in self.TABLES}
-
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        if name not in self.TABLES:
-            raise unknown("table", name, self.TABLES)
-        return getattr(self, name)
 
 
 def shifted_splits(store, split: str, shifted=None) -> list[str]:
@@ -100,12 +91,8 @@ def _aligned(store, split: str, sh: str) -> np.ndarray:
 
 def _scores(store, model: str, split: str, temperature: float, kind: str, block: int = 8192) -> np.ndarray:
     """ATC scores of a model on a split from its probabilities by the reference arithmetic."""
-    skind, arr = store.scores(model, split)
-    out = []
-    for s in range(0, arr.shape[0], block):
-        x = np.asarray(arr[s : s + block])
-        out.append(lm.atc_score(reference_probs(log_probs_from_probs(x) if skind == "probs" else x, temperature), kind))
-    return np.concatenate(out)
+    return np.concatenate([lm.atc_score(p, kind)
+                           for _, p in reference_prob_blocks(store, model, split, temperature, block=block)])
 
 
 def _stats(acc_id, acc_sh, agr_id, agr_sh, cat_codes: np.ndarray, n_cat: int) -> dict[str, np.ndarray]:
@@ -131,14 +118,6 @@ def _stats(acc_id, acc_sh, agr_id, agr_sh, cat_codes: np.ndarray, n_cat: int) ->
     return out | per
 
 
-def _interval(v: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
-        lo, hi = np.nanpercentile(v, q, axis=0)
-    return lo, hi
-
-
 def _boot(correct_id, correct_sh, agree_id, agree_sh, cat_codes, n_cat, *, n_boot, seed, level):
     """Intervals of :func:`_stats` over resamples of the examples, with counts as weights (exact:
     integer sums below 2^24 are exact in float32)."""
@@ -152,7 +131,7 @@ def _boot(correct_id, correct_sh, agree_id, agree_sh, cat_codes, n_cat, *, n_boo
         vals = [(W @ m.T).astype(np.float64) / n for m in mats]
         for key, v in _stats(*vals, cat_codes, n_cat).items():
             draws.setdefault(key, []).append(v)
-    return {key: _interval(np.concatenate(v, axis=0), level) for key, v in draws.items()}
+    return {key: percentile_intervals(np.concatenate(v, axis=0), level) for key, v in draws.items()}
 
 
 def lines(store, *, split: str = TEST, shifted=None, models=None, fit_on: str = HOLDOUT, calibrated: bool = True,
@@ -184,7 +163,7 @@ def lines(store, *, split: str = TEST, shifted=None, models=None, fit_on: str = 
     est_rows, line_rows, cat_rows, err_rows = [], [], [], []
     for sh in shifts:
         order = _aligned(store, split, sh)
-        names = [m for m in base_names if store.has(m, sh, "logits") or store.has(m, sh, "probs") or store.has(m, sh, "pred")]
+        names = [m for m in base_names if store.has_scores(m, sh) or store.has(m, sh, "pred")]
         if len(names) < 3:
             raise DivergentError(f"{len(names)} model(s) have predictions on both {split!r} and {sh!r}; the lines need >= 3",
                                  f"extract more models on {sh!r} (or restrict --shifted)")
@@ -214,8 +193,7 @@ def lines(store, *, split: str = TEST, shifted=None, models=None, fit_on: str = 
         est_atc = np.full(len(names), np.nan)
         if atc:
             y_fit = np.asarray(store.split(fit_on).labels)
-            scored = [m for m in names if (store.has(m, sh, "logits") or store.has(m, sh, "probs"))
-                      and (store.has(m, fit_on, "logits") or store.has(m, fit_on, "probs"))]
+            scored = [m for m in names if store.has_scores(m, sh) and store.has_scores(m, fit_on)]
             temps = temperatures(store, scored, calibrated=calibrated, split=sh)
             for i, m in enumerate(names):
                 if m in temps:

@@ -16,9 +16,8 @@ from ..cards import category as card_category
 from ..conventions import CI_LEVEL, N_BOOT, TEST
 from ..errors import DivergentError, unknown
 from ..metrics.bootstrap import count_bootstrap
-from ..metrics.pairs import METRICS, code_counts, encode, metrics_from_counts
+from ..metrics.pairs import A_OK, AGREE, B_OK, ENS_OK, INCONSISTENT_CODES, METRICS, code_counts, encode, metrics_from_counts
 from ..store import Store
-from ..store.store import DerivedCache
 from ._select import accuracies, as_store, in_band, predictions, resolve_models, temperatures
 
 ENGINE_VERSION = "1"
@@ -28,7 +27,7 @@ METRIC_COLUMNS = list(METRICS)
 def pair_deps(store: Store, split: str, a: str, b: str, ta: float, tb: float, kinds: tuple[str, str]) -> dict:
     """Everything the outcome codes of the pair (a, b) depend on: their cache key and check."""
     return {"engine": ENGINE_VERSION, "split": split,
-            "labels": store.manifest["splits"][split]["files"]["labels"]["sha256"],
+            "labels": store.labels_sha256(split),
             "a": {"kind": kinds[0], "sha256": store.content_hash(a, split, kinds[0]), "temperature": repr(float(ta))},
             "b": {"kind": kinds[1], "sha256": store.content_hash(b, split, kinds[1]), "temperature": repr(float(tb))}}
 
@@ -40,9 +39,9 @@ class _Codes:
                  cache: bool = True, progress: bool = False):
         self.store, self.split, self.temps, self.cache, self.progress = store, split, temps, cache, progress
         self.labels = store.split(split).labels
-        self.prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
+        self.prob_models = [m for m in names if store.has_scores(m, split)]
         self._prepared: dict[str, object] = {}
-        self.cached = DerivedCache(store.root, f"pairs/{split.replace('/', '__')}")
+        self.cached = store.derived_cache("pairs", split)
         self.n_fallback = 0
         self.n_gather = 0
 
@@ -56,8 +55,7 @@ class _Codes:
         """The labels and the models' scores against their sha256 (hashed once per process)."""
         check = getattr(self.store, "ensure_checked", None)
         if check is not None:
-            sp = self.store.manifest["splits"][self.split]["files"]
-            check([sp["labels"]] + [self.store.info(m, self.split, self.kind(m)) for m in models])
+            check([self.store.split_info(self.split, "labels")] + [self.store.info(m, self.split, self.kind(m)) for m in models])
 
     def _prepare(self, names: list[str]):
         from ..engine import ModelSource, prepare_many
@@ -109,7 +107,7 @@ def _check_inputs(store: Store, names: list[str], split: str) -> None:
     check = getattr(store, "ensure_checked", None)
     if check is None:
         return
-    infos = [store.manifest["splits"][split]["files"]["labels"]]
+    infos = [store.split_info(split, "labels")]
     for m in names:
         kind = next((k for k in ("logits", "probs", "pred") if store.has(m, split, k)), None)
         if kind is not None:
@@ -147,7 +145,7 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
     if base is not None and base not in kept:
         kept = [base] + kept
     names = [m for m in names if m in kept]
-    prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
+    prob_models = [m for m in names if store.has_scores(m, split)]
     temps = temperatures(store, prob_models, calibrated=calibrated, split=split)
     plist = _pairs_for(names, base)
     if include_self and base is not None:
@@ -168,12 +166,12 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
         reason = ""
         if decision_only:
             reason = "decision-only model: ensemble metrics need probabilities"
-        elif counts[i][[1, 2, 5, 6, 9, 10, 13, 14]].sum() == 0:
+        elif counts[i][list(INCONSISTENT_CODES)].sum() == 0:
             reason = "no inconsistent examples: conversion rate undefined"
         for k in METRIC_COLUMNS:
             v = float(vals[k][i])
             lo, hi = (float(ci[k][0][i]), float(ci[k][1][i])) if ci else (np.nan, np.nan)
-            if decision_only and METRICS[k][2]:
+            if decision_only and METRICS[k].needs_probs:
                 v, lo, hi = np.nan, np.nan, np.nan
             row[k], row[f"{k}_lo"], row[f"{k}_hi"] = v, lo, hi
         row["temperature_a"] = temps.get(a, np.nan)
@@ -198,19 +196,22 @@ def pair_outcome_codes(store, plist: list[tuple[str, str]], *, split: str = TEST
     store = as_store(store)
     names = sorted({m for ab in plist for m in ab})
     resolve_models(store, names, split=split, need="pred")
-    prob_models = [m for m in names if store.has(m, split, "logits") or store.has(m, split, "probs")]
+    prob_models = [m for m in names if store.has_scores(m, split)]
     temps = temperatures(store, prob_models, calibrated=calibrated, split=split)
     codes = _Codes(store, split, names, temps).codes(plist)
     if as_codes:
         return codes
-    return {ab: pd.DataFrame({"a_correct": (c & 1) > 0, "b_correct": (c & 2) > 0,
-                              "ensemble_correct": (c & 4) > 0, "agree": (c & 8) > 0}, index=store.split(split).ids)
+    return {ab: pd.DataFrame({"a_correct": (c & A_OK) > 0, "b_correct": (c & B_OK) > 0,
+                              "ensemble_correct": (c & ENS_OK) > 0, "agree": (c & AGREE) > 0},
+                             index=store.split(split).ids)
             for ab, c in codes.items()}
 
 
 def model_table(store, *, split: str = TEST, base: str | None = None, calibrated: bool = True) -> pd.DataFrame:
-    """Appendix Table 1: method, head, temperature, accuracy, and (with a base) error
-    inconsistency, ensemble accuracy and category relative to the base."""
+    """One row per model: card fields (family, objective, train_data, head), temperature and
+    accuracy on `split`, and (with a base) category, error inconsistency and ensemble accuracy
+    relative to the base. The study's report lays it out as Appendix Table 1
+    (divergent.report.build.table1)."""
     store = as_store(store)
     names = resolve_models(store, None, split=split, need="pred")
     acc = accuracies(store, names, split)

@@ -17,11 +17,9 @@ import pandas as pd
 from ..conventions import CI_LEVEL, N_BOOT, TEST
 from ..errors import DivergentError, unknown
 from ..metrics import specialization as sm
-from ..metrics.probs import log_probs_from_probs, reference_probs
 from . import class_groups as cg
-from ._select import as_store, temperatures
+from ._select import BLOCK, NamedTables, as_store, reference_prob_blocks, temperatures
 
-BLOCK = 4096
 #: per-class statistics the group test can compare
 GROUP_STATS = ("lean_deg", "a_margin_deg", "b_margin_deg", "specialization_deg")
 
@@ -50,12 +48,12 @@ def temperature_of(store, model: str, split: str, calibrated: bool = True) -> fl
 def prob_blocks(store, model: str, split: str, *, calibrated: bool = True, block: int = BLOCK
                 ) -> Iterator[tuple[int, np.ndarray]]:
     """(start row, float64 probabilities) blocks of a model on a split, by the reference arithmetic."""
-    t = temperature_of(store, model, split, calibrated)
-    kind, arr = store.scores(model, split)
-    for s in range(0, arr.shape[0], block):
-        x = np.asarray(arr[s : s + block])
-        z = log_probs_from_probs(x) if kind == "probs" else x
-        yield s, reference_probs(z, t)
+    yield from reference_prob_blocks(store, model, split, temperature_of(store, model, split, calibrated), block=block)
+
+
+def calibrated_probs(store, model: str, split: str, *, calibrated: bool = True) -> np.ndarray:
+    """(N, classes) float64 probabilities of a model on a split (the blocks of :func:`prob_blocks`)."""
+    return np.concatenate([p for _, p in prob_blocks(store, model, split, calibrated=calibrated)])
 
 
 def top1(store, model: str, split: str, *, calibrated: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +69,7 @@ def top1(store, model: str, split: str, *, calibrated: bool = True) -> tuple[np.
 # ---- the result -------------------------------------------------------------------------------
 
 @dataclass
-class SpecializationResult:
+class SpecializationResult(NamedTables):
     """Tables of one pair's specialization; ``score`` is the scalar for reports."""
 
     model_a: str
@@ -93,14 +91,6 @@ class SpecializationResult:
         """mean phi(only A) - mean phi(only B), degrees (see metrics.specialization.specialization_score)."""
         row = self.summary.loc[self.summary["statistic"] == "specialization_deg", "value"]
         return float(row.iloc[0])
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        return {name: getattr(self, name) for name in self.TABLES}
-
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        if name not in self.TABLES:
-            raise unknown("table", name, self.TABLES)
-        return getattr(self, name)
 
 
 # ---- the pure core on arrays ------------------------------------------------------------------
@@ -231,13 +221,50 @@ def specialization_scores(store, pairs: pd.DataFrame, split: str = TEST, *, cali
     return pd.DataFrame(rows)
 
 
+def representative_angles(store, base: str, reps: dict[str, str], split: str = TEST, groups=None, *,
+                          n_boot: int = N_BOOT, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Figures 3-4 for the base against one representative model per category ({category: model}):
+    ``angles`` (one row per example: model_b, category, phi, outcome, class_name),
+    ``class_specialization`` (per class: mean phi where only the base is right minus where only
+    model_b is right) and ``group_specialization`` (the same within each class group, "all" for
+    classes in no group, with the percentile interval of :func:`metrics.specialization.separation`).
+    Tables are absent when `reps` is empty."""
+    store = as_store(store)
+    ang, cls, grp = [], [], []
+    for cat, m in reps.items():
+        res = specialization(store, base, m, split, groups=groups, n_boot=0, seed=seed)
+        ex = res.examples
+        phi = ex["phi_deg"].to_numpy(float)
+        labels = ex["label"].to_numpy()
+        codes = sm.outcome_codes(ex["pred_a"].to_numpy() == labels, ex["pred_b"].to_numpy() == labels)
+        ang.append(pd.DataFrame({"model_b": m, "category": cat, "phi": phi, "outcome": ex["outcome"].astype(str).to_numpy(),
+                                 "class_name": ex["class_name"].astype(str).to_numpy()}))
+        pc = res.per_class
+        groups_of = dict(zip(pc["class_name"], pc["group"].fillna("all")))
+        cls.append(pd.DataFrame({"model_b": m, "category": cat, "class_name": pc["class_name"],
+                                 "group": pc["class_name"].map(groups_of),
+                                 "specialization": pc["mean_phi_only_a"] - pc["mean_phi_only_b"],
+                                 "n_only_a": pc["n_only_a"], "n_only_b": pc["n_only_b"]}))
+        g_ex = ex["class_name"].map(groups_of).to_numpy()
+        for g in sorted(set(groups_of.values())):
+            sel = g_ex == g
+            sep = sm.separation(phi[sel], codes[sel], n_boot=n_boot, seed=seed)["specialization_deg"]
+            grp.append(dict(model_b=m, category=cat, group=g, specialization=sep["value"],
+                            specialization_lo=sep["ci_low"], specialization_hi=sep["ci_high"],
+                            n_only_a=int((codes[sel] == sm.ONLY_A).sum()), n_only_b=int((codes[sel] == sm.ONLY_B).sum())))
+    if not reps:
+        return {}
+    return {"angles": pd.concat(ang, ignore_index=True), "class_specialization": pd.concat(cls, ignore_index=True),
+            "group_specialization": pd.DataFrame(grp)}
+
+
 def write_tables(result: SpecializationResult, out) -> list[Path]:
     """Write a result atomically: ``X.json`` holds every table ({name: records} plus meta);
     ``X.csv`` / ``X.parquet`` write one file per table, ``X.<table>.csv``. Returns the paths."""
     import io
     import json
 
-    from ..store._io import atomic_write_bytes
+    from .._files import atomic_write_bytes
 
     out = Path(out)
     suffix = out.suffix.lower()

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from .._files import atomic_path
 from ..errors import DivergentError
 
 
@@ -28,28 +29,24 @@ def wait_option(default: float, what: str):
 
 def claim_early(store, wait: float) -> None:
     """Before long work that ends in a write: wait for (or refuse) another writer now, not at the end."""
-    from ..store import _io
+    from ..store import wait_for_writer
 
     root = Path(store)
     if (root / "manifest.json").is_file():
-        lock = _io.WriterLock(root)
-        lock.acquire(wait)
-        lock.release()
+        wait_for_writer(root, wait)
 
 
 def write_table(df, out: Path) -> None:
-    """Save `df` by the file's suffix, atomically (temp file + rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False)
-    elif out.suffix == ".json":
-        df.to_json(tmp, orient="records", indent=1)
-    elif out.suffix in (".csv", ".txt", ""):
-        df.to_csv(tmp, index=False)
-    else:
+    """Save `df` by the file's suffix, atomically (divergent._files.atomic_path)."""
+    if out.suffix not in (".parquet", ".pq", ".json", ".csv", ".txt", ""):
         raise DivergentError(f"cannot write {out.name!r}", "use a .csv, .json or .parquet file name")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        if out.suffix in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        elif out.suffix == ".json":
+            df.to_json(tmp, orient="records", indent=1)
+        else:
+            df.to_csv(tmp, index=False)
     typer.echo(f"wrote {len(df)} rows to {out}")
 
 

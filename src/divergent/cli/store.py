@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..conventions import WAIT_INTERACTIVE
+from ..conventions import N_BOOT, WAIT_INTERACTIVE
 from ..errors import DivergentError
 from ._output import claim_early, show_table, wait_option
 
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Import one model's predictions on one split into a store (nothing is written unless all of it is valid)."""
         from ..store import lock_wait
-        from ..store.importers import import_predictions
+        from ..store.formats import import_predictions
 
         names = [c.strip() for c in class_names.split(",")] if class_names else None
         with lock_wait(wait):
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(store: Path = typer.Argument(..., help="store directory")):
         """Re-check the manifest's checksum, every array and cached result; list leftovers and pending entries."""
-        from ..store.store import verify_store
+        from ..store import verify_store
 
         rep = verify_store(store)
         for title, items in (("leftovers of killed processes (the next write removes them)",
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
                   acc_band: Optional[str] = typer.Option(None, "--acc-band", help="LO,HI accuracy band, e.g. 0.74,0.78"),
                   models: Optional[str] = typer.Option(None, "--models", help="comma list or pattern"),
                   uncalibrated: bool = typer.Option(False, "--uncalibrated", help="use T = 1 for every model"),
-                  n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the 95% intervals (0: none)"),
+                  n_boot: int = typer.Option(N_BOOT, "--n-boot", help="bootstrap resamples for the 95% intervals (0: none)"),
                   seed: int = typer.Option(0, "--seed"),
                   categories: Optional[Path] = typer.Option(None, "--categories", help="CSV (model_a, model_b, category) overriding derived categories"),
                   out: Optional[Path] = typer.Option(None, "--out", help="CSV / Parquet / JSON file")):

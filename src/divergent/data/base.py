@@ -374,3 +374,27 @@ def describe(dataset: ImageDataset) -> dict[str, Any]:
     if dataset.difficult is not None:
         out["difficult"] = {c: int(k) for c, k in zip(dataset.class_names, dataset.difficult.sum(axis=0))}
     return out
+
+
+def stack_plan(plan, load, *, seed: int) -> dict[str, Any]:
+    """The fields of an ImageDataset made of the parts of an official split plan held as arrays.
+
+    `plan` is `splitting.official_plan(...)`: (part, rule) pairs, rule None for the whole part or
+    a stratified half; `load(part)` returns (images, labels, id prefix, origin). Ids are
+    '<prefix>/<position in the part>' zero-padded to at least 5 digits; returns ids, labels,
+    reader, index and the rule's text."""
+    from .splitting import halves_of
+
+    readers, ids, labels, index, offset = [], [], [], [], 0
+    for part, rule in plan:
+        imgs, labs, prefix, origin = load(part)
+        pos = np.arange(labs.size) if rule is None else halves_of(labs, rule, seed=seed)
+        width = max(5, len(str(labs.size - 1)))
+        readers.append(ArrayReader(imgs, origin=origin))
+        ids.append(np.array([f"{prefix}/{k:0{width}d}" for k in pos]))
+        labels.append(labs[pos])
+        index.append(pos + offset)
+        offset += labs.size
+    return dict(ids=np.concatenate(ids), labels=np.concatenate(labels),
+                reader=readers[0] if len(readers) == 1 else ConcatReader(readers), index=np.concatenate(index),
+                rule=" + ".join(p if r is None else f"stratified_halves({p})[{r}]" for p, r in plan))

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..conventions import SPLIT_SEED
 from ..errors import DivergentError
-from .base import ArrayReader, ConcatReader, ImageDataset
-from .splitting import empty_split_error, halves_of, official_plan
+from .base import ImageDataset, stack_plan
+from .splitting import empty_split_error, official_plan
 
 FMNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -96,8 +96,7 @@ def open_idx(path: str | None, split: str, *, fashion: bool | None = True, seed:
     if not plan:
         raise empty_split_error(str(root), split, f"the folder has only {', '.join(present) or 'no'} IDX files")
     inverse = {v: k for k, v in PARTS.items()}
-    readers, ids, labels, index, offset = [], [], [], [], 0
-    for part, rule in plan:
+    def load(part):
         ipart = inverse[part]
         imgs = _load(root, ipart, "images")
         labs = _load(root, ipart, "labels").astype(np.int64)
@@ -105,31 +104,23 @@ def open_idx(path: str | None, split: str, *, fashion: bool | None = True, seed:
             raise DivergentError(f"{root}: {ipart} images {imgs.shape} and labels {labs.shape} do not match", "re-download the dataset files")
         if labs.size and (labs.min() < 0 or labs.max() >= len(class_names)):
             raise DivergentError(f"{root}: labels reach {labs.max()} but there are {len(class_names)} class names", "pass classes= with one name per label")
-        pos = np.arange(labs.size) if rule is None else halves_of(labs, rule, seed=seed)
-        width = max(5, len(str(labs.size - 1)))
-        readers.append(ArrayReader(imgs, origin=f"{root}/{ipart}-images"))
-        ids.append(np.array([f"{ipart}/{k:0{width}d}" for k in pos]))
-        labels.append(labs[pos])
-        index.append(pos + offset)
-        offset += labs.size
+        return imgs, labs, ipart, f"{root}/{ipart}-images"
+
+    f = stack_plan(plan, load, seed=seed)
     from ..cards import canonical_dataset
 
     return ImageDataset(
         name=name or ("fashion-mnist" if fashion else root.name),
         split=split,
         source_dataset=canonical_dataset(source_dataset or ("fashion-mnist" if fashion else "mnist")),
-        ids=np.concatenate(ids),
-        labels=np.concatenate(labels),
+        ids=f["ids"],
+        labels=f["labels"],
         class_names=class_names,
-        reader=readers[0] if len(readers) == 1 else ConcatReader(readers),
-        index=np.concatenate(index),
+        reader=f["reader"],
+        index=f["index"],
         root=str(root),
-        meta={"source": "idx", "parts": [p for p, _ in plan], "rule": _rule_text(plan), "seed": seed},
+        meta={"source": "idx", "parts": [p for p, _ in plan], "rule": f["rule"], "seed": seed},
     )
-
-
-def _rule_text(plan) -> str:
-    return " + ".join(p if r is None else f"stratified_halves({p})[{r}]" for p, r in plan)
 
 
 def _no_options(what: str, unused: dict) -> None:

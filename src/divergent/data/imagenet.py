@@ -99,3 +99,51 @@ def names_match_imagenet(labels, min_share: float = 0.9) -> bool:
         syn = {s.strip().lower() for s in full.split(",")}
         hits += lab == wnid or lab == full.lower() or lab in syn or lab.replace("_", " ") in syn
     return hits >= min_share * 1000
+
+
+#: label_space values of model specs that name ImageNet-1k
+IMAGENET_SPACES = ("imagenet", "imagenet-1k", "imagenet1k", "in1k")
+
+
+def imagenet_head(n_out: int, background_class: int | None, label_space: str | None, labels,
+                  class_names: list[str]) -> tuple[int | None, list[int], dict] | None:
+    """The built-in ImageNet mapping: when the split's classes are an ImageNet label space
+    (WordNet-id folders, a 200-class ImageNet-R/-A subset, ImageNet-V2's '0'...'999') and the head
+    is ImageNet-1k's, return (background column to drop, the head column of each split class, info).
+
+    The head is recognised by its size and label space, not by display names: 1,000 outputs
+    (1,001 with a background class first, as in the TF-slim/TFLite MobileNets) and a spec label
+    space of ImageNet, or no label space and display names that are ImageNet's (in any spelling)
+    or none at all. None when the split is not in an ImageNet label space or the head is not
+    ImageNet-1k's; a DivergentError when the split names WordNet ids outside ImageNet-1k."""
+    space = split_label_space(class_names)
+    if space is None:
+        return None
+    split_space, cols, unknown_ids = space
+    bg = background_class
+    own = list(labels) if labels else None
+    if bg is None and n_out == 1001 and (
+            (label_space or "").lower() in IMAGENET_SPACES or (own and own[0].strip().lower() in ("background", "unused background"))
+            or (own is None and label_space is None)):
+        bg = 0  # TF-slim convention: 1,001 outputs with the background class first
+    if n_out - (1 if bg is not None else 0) != 1000:
+        return None
+    if own is not None and len(own) == n_out and bg is not None:
+        own = own[:bg] + own[bg + 1:]
+    if label_space is not None:
+        if label_space.lower() not in IMAGENET_SPACES:
+            return None
+        how = f"label space {label_space!r}"
+    elif own is None:
+        how = "1000 unnamed outputs, taken as ImageNet-1k"
+    elif names_match_imagenet(own):
+        how = "its class names are ImageNet-1k's"
+    else:
+        return None
+    if unknown_ids:
+        raise DivergentError(
+            f"the split's classes are WordNet ids but {len(unknown_ids)} of them are not among ImageNet-1k's 1,000 "
+            f"({', '.join(unknown_ids[:5])}{' ...' if len(unknown_ids) > 5 else ''}), so the ImageNet head cannot score them",
+            "remove those class folders, pass a class-mapping file (--mapping), or store features only (--head features)")
+    info = {"label_space": split_space, "imagenet_head": how, "columns": len(cols)}
+    return bg, cols, info

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write_bytes, sha256_bytes
 from ..conventions import SPLIT_SEED
 from ..errors import DivergentError
 from .safe_pickle import restricted_loads
@@ -98,7 +99,7 @@ def _system_roots(name: str) -> list[tuple[str, Path]]:
     if name == "fashion-mnist":
         return [("system", Path(FMNIST_SYSTEM))]
     if name == "cifar10-jpeg":
-        from .open import shared_root
+        from .._files import shared_root
 
         root = shared_root()
         return [("shared", root / "data" / "cifar10-jpeg")] if root is not None else []
@@ -185,7 +186,7 @@ def _verify(data: bytes, remote: Remote) -> bool:
         content = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
     except (OSError, EOFError, zlib.error):
         return False
-    return hashlib.sha256(content).hexdigest() == remote.sha256_content
+    return sha256_bytes(content) == remote.sha256_content
 
 
 def fetch(name: str, *, base_url: str | None = None, dest: Path | None = None, timeout: float = 60.0) -> Path:
@@ -196,8 +197,6 @@ def fetch(name: str, *, base_url: str | None = None, dest: Path | None = None, t
     Returns the folder written to."""
     import urllib.error
     import urllib.request
-
-    from ..store._io import atomic_write_bytes
 
     if name not in DOWNLOADS:
         from ..errors import unknown
@@ -220,7 +219,7 @@ def fetch(name: str, *, base_url: str | None = None, dest: Path | None = None, t
         if not _verify(data, remote):
             raise DivergentError(f"{url} does not have the known checksum of {remote.name} (md5 {remote.md5}); nothing was written",
                                  "retry, or use another mirror (DIVERGENT_MIRROR=<base URL>)")
-        atomic_write_bytes(out, data)
+        atomic_write_bytes(out, data)  # durable, mode 0o666 less the umask
     return target
 
 
@@ -285,8 +284,8 @@ def open_cifar10(path: str | None, split: str, *, seed: int = SPLIT_SEED, name: 
 
     ids: 'train/00000' ... 'train/49999' (data_batch_1 to 5 in order), 'test/00000' ... 'test/09999'
     (the same ids and order as torchvision:CIFAR10@ROOT)."""
-    from .base import ArrayReader, ConcatReader, ImageDataset
-    from .splitting import halves_of, official_plan
+    from .base import ImageDataset, stack_plan
+    from .splitting import official_plan
 
     if unused:
         raise DivergentError(f"cifar10 sources take no option(s) {', '.join(sorted(unused))}", "use name=, seed=, download=")
@@ -295,19 +294,15 @@ def open_cifar10(path: str | None, split: str, *, seed: int = SPLIT_SEED, name: 
         raise DivergentError(f"{root} is not a cifar-10-batches-py folder or a CIFAR-10 python archive",
                              "pass the folder holding data_batch_1 ... test_batch, or cifar-10-python.tar.gz")
     plan = official_plan(split, ("train", "test"))
-    readers, ids, labels, index, offset, classes = [], [], [], [], 0, list(CIFAR10_CLASSES)
-    for part, rule in plan:
-        imgs, labs, classes = cifar10_arrays(root, part)
-        pos = np.arange(labs.size) if rule is None else halves_of(labs, rule, seed=seed)
-        readers.append(ArrayReader(imgs, origin=f"{root}:{part}"))
-        ids.append(np.array([f"{part}/{k:05d}" for k in pos]))
-        labels.append(labs[pos])
-        index.append(pos + offset)
-        offset += labs.size
+    classes = list(CIFAR10_CLASSES)
+
+    def load(part):
+        imgs, labs, classes[:] = cifar10_arrays(root, part)
+        return imgs, labs, part, f"{root}:{part}"
+
+    f = stack_plan(plan, load, seed=seed)
     return ImageDataset(
-        name=name or "cifar10", split=split, source_dataset="cifar10", ids=np.concatenate(ids),
-        labels=np.concatenate(labels), class_names=classes,
-        reader=readers[0] if len(readers) == 1 else ConcatReader(readers), index=np.concatenate(index), root=str(root),
-        meta={"source": "cifar10-python", "rule": " + ".join(p if r is None else f"stratified_halves({p})[{r}]" for p, r in plan),
-              "seed": seed},
+        name=name or "cifar10", split=split, source_dataset="cifar10", ids=f["ids"], labels=f["labels"],
+        class_names=classes, reader=f["reader"], index=f["index"], root=str(root),
+        meta={"source": "cifar10-python", "rule": f["rule"], "seed": seed},
     )

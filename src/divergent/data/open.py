@@ -18,17 +18,6 @@ PREFIXES = ("fashion-mnist", "fashion-mnist-mosaic", "digits-mosaic", "idx", "np
 ON_ERROR = ("fail", "skip")
 
 
-def shared_root() -> Path | None:
-    """The shared assets folder: $DIVERGENT_SHARED, else ../shared beside the checkout or the cwd."""
-    env = os.environ.get("DIVERGENT_SHARED")
-    cands = [Path(env)] if env else []
-    cands += [Path(__file__).resolve().parents[3].parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
-    for c in cands:
-        if c.is_dir():
-            return c
-    return None
-
-
 def _split_prefix(source: str) -> tuple[str | None, str]:
     if ":" in source:
         head, rest = source.split(":", 1)

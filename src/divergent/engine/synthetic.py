@@ -6,15 +6,16 @@ paper scale) and raw logit scale, so fitted temperatures are not 1.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write_text, commit_temp, reserve_temp, sha256_bytes
+
 
 def _params_key(**kw) -> str:
-    return hashlib.sha256(json.dumps(kw, sort_keys=True).encode()).hexdigest()[:12]
+    return sha256_bytes(json.dumps(kw, sort_keys=True).encode())[:12]
 
 
 def make_scores(root: Path | str | None, n_models: int, n: int, n_classes: int, seed: int = 0,
@@ -48,7 +49,8 @@ def make_scores(root: Path | str | None, n_models: int, n: int, n_classes: int, 
         mu = float(mrng.uniform(4.6, 10.0))
         scale = float(mrng.uniform(0.5, 1.6))  # raw logit scale (what T undoes)
         path = root / f"m{mi:03d}.npy"
-        out = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), mode="w+", dtype=dtype, shape=(n, n_classes))
+        tmp = reserve_temp(path)  # a unique temporary: concurrent makers of the same files never collide
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, n_classes))
         for r0 in range(0, n, block):
             r1 = min(n, r0 + block)
             b = r1 - r0
@@ -67,7 +69,7 @@ def make_scores(root: Path | str | None, n_models: int, n: int, n_classes: int, 
             out[r0:r1] = z.astype(dtype)
         out.flush()
         del out
-        path.with_suffix(".tmp.npy").rename(path)
+        commit_temp(tmp, path)
         x = np.load(path, mmap_mode="r")
         fit = fit_temperature(np.asarray(x[:fit_rows]), y[:fit_rows])
         temps.append(float(getattr(fit, "temperature", fit)))
@@ -75,7 +77,7 @@ def make_scores(root: Path | str | None, n_models: int, n: int, n_classes: int, 
         files.append(path.name)
     meta = {"names": names, "files": files, "temperatures": temps, "n": n, "n_classes": n_classes,
             "seed": seed, "dtype": dtype}
-    meta_path.write_text(json.dumps(meta))
+    atomic_write_text(meta_path, json.dumps(meta))
     meta["dir"] = str(root)
     return meta
 

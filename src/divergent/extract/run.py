@@ -22,7 +22,7 @@ from ..errors import DivergentError
 from ..sources.registry import expand_models, resolve
 from ..sources.spec import ModelSpec
 from .mapping import ClassMapping, apply_mapping, imagenet_head, load_mapping, mapping_path
-from .staging import ChunkDir, fingerprint
+from .chunks import ChunkDir, fingerprint
 
 HEAD_POLICIES = ("auto", "logits", "features")
 
@@ -103,9 +103,9 @@ def _is_oom(exc: BaseException) -> bool:
 def _with_writer(st, fn, *, timeout: float = 600.0):
     """Run fn(writer) under the store's lock, waiting for other writers up to the wait in force
     (`divergent.store.lock_wait`, the CLI's --wait), else `timeout` seconds."""
-    from ..store import _io
+    from ..store import writer_wait
 
-    with st.writer(command="divergent extract", wait=_io.writer_wait(timeout)) as w:
+    with st.writer(command="divergent extract", wait=writer_wait(timeout)) as w:
         return fn(w)
 
 
@@ -357,9 +357,9 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
                      n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
                      runtime=runner.runtime,
                      store_head=plan.store != "none")
-    from ..store.store import dir_key
+    from ..store import extract_job_dir
 
-    chunks = ChunkDir(store_path, f"{dir_key(store_name)}.{split}", fp)
+    chunks = ChunkDir(extract_job_dir(store_path, store_name, split), fp)
     done = chunks.open()
     resumed_from = done[-1]["start"] + done[-1]["count"] if done else 0
     bs, seconds = _run_pass(runner, ds, chunks, done, batch_size, workers, chunk_images, progress, store_name)
@@ -431,7 +431,7 @@ def _card(spec: ModelSpec, store_name, runner, plan, head_info, ds, split, bs, w
     prov.update(spec=spec.name, extracted_on=_ds_name(ds), split=split, batch_size=bs, workers=workers,
                 device=runner.device, autocast=runner.amp, versions=versions, python=platform.python_version())
     if mapping is not None and not isinstance(mapping, dict):
-        from ..sources.adapters import sha256_file
+        from .._files import sha256_file
 
         prov["mapping_file"] = str(mapping)
         prov["mapping_sha256"] = sha256_file(mapping_path(mapping))

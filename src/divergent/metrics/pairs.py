@@ -7,24 +7,37 @@ counts instead of examples.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 A_OK, B_OK, ENS_OK, AGREE = 1, 2, 4, 8
 N_CODES = 16
+#: the codes where exactly one of A and B is correct (the inconsistent examples)
+INCONSISTENT_CODES: tuple[int, ...] = tuple(c for c in range(N_CODES) if bool(c & A_OK) != bool(c & B_OK))
 
-#: name -> (higher_is_better, symmetric in A/B, needs probabilities)
-METRICS: dict[str, tuple[bool | None, bool, bool]] = {
-    "acc_a": (True, False, False),
-    "acc_b": (True, False, False),
-    "error_inconsistency": (None, True, False),
-    "both_correct": (True, True, False),
-    "both_wrong": (False, True, False),
-    "agreement": (None, True, False),
-    "error_consistency": (None, True, False),
-    "ensemble_acc": (True, True, True),
-    "gain_vs_best": (True, True, True),
-    "gain_vs_mean": (True, True, True),
-    "conversion_rate": (True, True, True),
+
+class Metric(NamedTuple):
+    """What a pair metric is: better when higher (None: neither), symmetric in A and B, and
+    whether it needs probabilities (the ensemble's metrics; NaN for decision-only models)."""
+
+    higher_is_better: bool | None
+    symmetric: bool
+    needs_probs: bool
+
+
+METRICS: dict[str, Metric] = {
+    "acc_a": Metric(True, False, False),
+    "acc_b": Metric(True, False, False),
+    "error_inconsistency": Metric(None, True, False),
+    "both_correct": Metric(True, True, False),
+    "both_wrong": Metric(False, True, False),
+    "agreement": Metric(None, True, False),
+    "error_consistency": Metric(None, True, False),
+    "ensemble_acc": Metric(True, True, True),
+    "gain_vs_best": Metric(True, True, True),
+    "gain_vs_mean": Metric(True, True, True),
+    "conversion_rate": Metric(True, True, True),
 }
 
 
@@ -40,6 +53,7 @@ def encode(correct_a, correct_b, ensemble_correct=None, agree=None) -> np.ndarra
 
 
 def code_counts(codes: np.ndarray) -> np.ndarray:
+    """(16,) int64 counts of each outcome code."""
     return np.bincount(np.asarray(codes, dtype=np.uint8), minlength=N_CODES).astype(np.int64)
 
 

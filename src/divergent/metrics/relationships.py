@@ -13,7 +13,7 @@ from scipy import stats
 
 from ..conventions import CI_LEVEL, N_BOOT
 from ..errors import DivergentError
-from .bootstrap import shared_resamples
+from .bootstrap import percentile_interval, shared_resamples
 from .pairs import A_OK, B_OK, ENS_OK, N_CODES, encode, metrics_from_counts
 
 #: the Figure 2 responses, plotted against error inconsistency
@@ -166,13 +166,12 @@ def relationship_bootstrap(codes: np.ndarray, category: Sequence | None = None, 
             for s in STATISTICS:
                 boot[(r, s)].append(st[s])
         done += m
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     rows = []
     for r in responses:
         for s in STATISTICS:
             v = np.concatenate(boot[(r, s)]) if boot[(r, s)] else np.array([])
             v = v[np.isfinite(v)]
-            lo, hi = np.percentile(v, q) if v.size else (np.nan, np.nan)
+            lo, hi = percentile_interval(v, level)
             rows.append({"x": x, "response": r, "statistic": s, "estimate": float(point[r][s]),
                          "ci_low": float(lo), "ci_high": float(hi), "se": float(v.std(ddof=1)) if v.size > 1 else np.nan,
                          "n_pairs": p, "n_examples": n, "n_boot": int(v.size)})

@@ -16,9 +16,11 @@ from scipy import stats
 
 from ..conventions import CI_LEVEL, N_BOOT
 from ..errors import DivergentError
+from .bootstrap import percentile_interval
+from .pairs import A_OK, B_OK, encode
 from .probs import argmax_lowest
 
-NEITHER, ONLY_A, ONLY_B, BOTH = 0, 1, 2, 3
+NEITHER, ONLY_A, ONLY_B, BOTH = 0, A_OK, B_OK, A_OK | B_OK
 #: outcome code -> name, in display order
 OUTCOMES: dict[int, str] = {ONLY_A: "only_a", ONLY_B: "only_b", BOTH: "both", NEITHER: "neither"}
 #: default histogram: 18 bins of 5 degrees over [0, 90]
@@ -56,7 +58,7 @@ def outcome_codes(correct_a: np.ndarray, correct_b: np.ndarray) -> np.ndarray:
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape:
         raise DivergentError(f"correctness vectors differ in shape: {a.shape} vs {b.shape}")
-    return (a.astype(np.uint8) | (b.astype(np.uint8) << 1)).astype(np.uint8)
+    return encode(a, b)
 
 
 def angle_histogram(phi: np.ndarray, outcome: np.ndarray, bins: int | np.ndarray = N_BINS
@@ -90,6 +92,19 @@ def specialization_score(phi: np.ndarray, outcome: np.ndarray) -> float:
     if a.size == 0 or b.size == 0:
         return float("nan")
     return float(a.mean() - b.mean())
+
+
+def resampled_scores(phi: np.ndarray, outcome: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The pair's score under example weights (B, N) (bootstrap multiplicities shared with other
+    statistics): (B,) weighted mean phi where only A is right minus where only B is right. Without
+    weights, one row of ones (the point estimate, shape (1,)); NaN where a group has no weight."""
+    phi = np.asarray(phi, dtype=np.float64)
+    outcome = np.asarray(outcome)
+    a = (outcome == ONLY_A).astype(np.float64)
+    b = (outcome == ONLY_B).astype(np.float64)
+    w = np.ones((1, phi.size)) if weights is None else weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ (phi * a)) / (w @ a) - (w @ (phi * b)) / (w @ b)
 
 
 def separation(phi: np.ndarray, outcome: np.ndarray, *, n_boot: int = N_BOOT, level: float = CI_LEVEL,
@@ -146,12 +161,9 @@ def separation(phi: np.ndarray, outcome: np.ndarray, *, n_boot: int = N_BOOT, le
             boots["specialization_deg"].append(ma - mb)
             boots["median_diff_deg"].append(np.median(ra, axis=1) - np.median(rb, axis=1))
             boots["auc"].append(_auc(ra, rb))
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     out = {}
     for k, v in point.items():
-        lo = hi = nan
-        if boots[k]:
-            lo, hi = np.percentile(np.concatenate(boots[k]), q)
+        lo, hi = percentile_interval(np.concatenate(boots[k]), level) if boots[k] else (nan, nan)
         n = na if k in ("mean_phi_only_a", "a_margin_deg") else nb if k in ("mean_phi_only_b", "b_margin_deg") else na + nb
         out[k] = row(v, lo, hi, p_mw if k == "auc" else nan, n)
     return out

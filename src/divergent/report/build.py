@@ -52,8 +52,9 @@ def category_summary(bp: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def model_table(models: pd.DataFrame, bp: pd.DataFrame, base: str, band=None) -> pd.DataFrame:
-    """Appendix Table 1: method, head, temperature, accuracy, error inconsistency and ensemble acc with the base."""
+def table1(models: pd.DataFrame, bp: pd.DataFrame, base: str, band=None) -> pd.DataFrame:
+    """Appendix Table 1 (written as tables/table1): the models table's method, head, temperature,
+    accuracy and category, with error inconsistency and ensemble accuracy with the base."""
     t = models.copy()
     j = bp.set_index("model_b")[["error_inconsistency", "ensemble_acc"]]
     t["error_inconsistency"] = t["model"].map(j["error_inconsistency"])
@@ -258,7 +259,7 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
     bp = base_pairs(tables.pairs, base)
     d["base_pairs"] = bp
     d["category_summary"] = category_summary(bp)
-    d["table1"] = model_table(tables.models, bp, base, tables.meta.get("acc_band"))
+    d["table1"] = table1(tables.models, bp, base, tables.meta.get("acc_band"))
     if tables.angles is not None and len(tables.angles):
         d["angle_summary"] = angle_summary(tables.angles)
     if tables.dims_curve is not None and len(tables.dims_curve):
@@ -305,7 +306,7 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
     write_tables(tables, out, extra=extra)
     import json
 
-    from ..study.io import atomic_write_text as _awt
+    from .._files import atomic_write_text as _awt
 
     _awt(out / "tables" / "meta.json", json.dumps({**tables.meta, "base": base, "missing": tables.missing,
                                                    "dims_target": d.get("target")}, indent=1, default=list))
@@ -326,7 +327,7 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
                       f"<ul>{''.join(cells)}</ul></div>")
     doc = H.page(title or f"How differently-trained models differ: {meta.get('study', 'study')}", meta_html,
                  [(s, t) for s, t in SECTIONS], sections)
-    from ..study.io import atomic_write_text
+    from .._files import atomic_write_text
 
     path = out / "report.html"
     atomic_write_text(path, doc)

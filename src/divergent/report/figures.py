@@ -33,7 +33,7 @@ def _ctx():
 
 def save_figure(fig, stem: Path) -> dict[str, object]:
     """Write stem.svg and stem.png (deterministic metadata); return paths and the PNG bytes."""
-    from ..study.io import atomic_write_bytes
+    from .._files import atomic_write_bytes
 
     stem = Path(stem)
     out = {}

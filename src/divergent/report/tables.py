@@ -120,7 +120,7 @@ def validate_table(name: str, df: pd.DataFrame) -> None:
 
 def write_tables(tables: ReportTables, out: Path, extra: dict | None = None) -> dict[str, dict[str, str]]:
     """Write every present table as CSV and Parquet under out/tables; returns name -> paths."""
-    from ..study.io import atomic_write_bytes  # small helper shared with the study
+    from .._files import atomic_write_bytes
 
     d = Path(out) / "tables"
     d.mkdir(parents=True, exist_ok=True)

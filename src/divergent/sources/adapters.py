@@ -8,7 +8,6 @@ TFLite reads the embedding tensor with ``experimental_preserve_all_tensors``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._files import sha256_file
 from ..errors import DivergentError, require, unknown
 from .preprocess import normalize_numpy, normalize_torch
 from .registry import SOURCE_EXTRAS, resolve_path
@@ -26,15 +26,12 @@ IMAGENET_DEFAULT = Preprocess()
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def sha256_file(path: Path) -> str:
+def _weights_sha256(path: Path) -> str:
+    """sha256 of a weights file, remembered in this process while its size and mtime stay the same."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
 
 
@@ -84,7 +81,7 @@ def _labels(spec: ModelSpec) -> list[str] | None:
 def _weights_provenance(path: Path | None, **more) -> dict[str, Any]:
     prov: dict[str, Any] = dict(more)
     if path is not None:
-        prov.update(weights_file=str(path), weights_sha256=sha256_file(path))
+        prov.update(weights_file=str(path), weights_sha256=_weights_sha256(path))
     return prov
 
 

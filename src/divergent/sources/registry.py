@@ -18,10 +18,10 @@ import os
 import re
 from pathlib import Path
 
+from .._files import shared_candidates, shared_root
 from ..errors import DivergentError, unknown
 from .spec import ModelSpec, Preprocess
 
-REPO = Path(__file__).resolve().parents[3]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGENET_LABELS = "$SHARED/models/coral-tflite/imagenet_labels.txt"
 
@@ -99,15 +99,16 @@ def check_torch_target(target: str, name: str | None = None) -> tuple[str, str, 
         "if you trust that code, " + _TRUST_FIX.format(m=module))
 
 
-def shared_root() -> Path:
-    """``DIVERGENT_SHARED`` or ``<repo>/../shared``."""
-    return Path(os.environ.get("DIVERGENT_SHARED", REPO.parent / "shared"))
-
-
 def resolve_path(p: str) -> Path:
     """Expand ``$SHARED/...`` and ``$PKG:<module>/...``; a missing file is a clear error."""
     if p.startswith("$SHARED/"):
         root = shared_root()
+        if root is None:
+            looked = " or ".join(str(c) for c in shared_candidates())
+            raise DivergentError(
+                f"model asset {p} is missing: there is no shared assets folder (looked for {looked})",
+                "put the shared assets there or set DIVERGENT_SHARED to their folder",
+            )
         path = root / p[len("$SHARED/"):]
         if not path.exists():
             raise DivergentError(

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics.probs import log_probs_from_probs, reference_probs
-from .store import Store
+from .._files import atomic_write_bytes, commit_temp, discard_temp, reserve_temp
+from .reader import Store
 
 
 def export_long(store: Store, out, *, models=None, splits=None, calibrated: bool = True) -> Path:
@@ -18,8 +19,7 @@ def export_long(store: Store, out, *, models=None, splits=None, calibrated: bool
     import pyarrow.parquet as pq
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp = reserve_temp(out)
     writer = None
     try:
         for m in models or store.models:
@@ -28,7 +28,7 @@ def export_long(store: Store, out, *, models=None, splits=None, calibrated: bool
                 if sd.multilabel:
                     continue
                 row = {"model": m, "split": s, "id": sd.ids.astype(str), "label": sd.labels}
-                if store.has(m, s, "logits") or store.has(m, s, "probs"):
+                if store.has_scores(m, s):
                     kind, arr = store.scores(m, s)
                     z = np.asarray(arr, np.float32) if kind == "logits" else log_probs_from_probs(arr)
                     t = store.temperature(m) if calibrated and store.temperature(m) else 1.0
@@ -47,18 +47,17 @@ def export_long(store: Store, out, *, models=None, splits=None, calibrated: bool
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table.cast(writer.schema))
-    finally:
+    except BaseException:
         if writer is not None:
             writer.close()
-    if tmp.exists():
-        tmp.replace(out)
+        discard_temp(tmp)
+        raise
+    if writer is None:
+        discard_temp(tmp)  # nothing to export: no file written
+    else:
+        writer.close()
+        commit_temp(tmp, out)
     return out
-
-
-def _decisions(store: Store, model: str, split: str) -> np.ndarray:
-    from ..analyses._select import predictions
-
-    return predictions(store, model, split)
 
 
 def _file_part(name: str) -> str:
@@ -77,8 +76,6 @@ def export_model_vs_human(store: Store, out, *, models=None, splits=None) -> lis
     import csv
     import io
 
-    from ._io import atomic_write_bytes
-
     out = Path(out)
     written = []
     for s in splits or store.splits:
@@ -91,7 +88,7 @@ def export_model_vs_human(store: Store, out, *, models=None, splits=None) -> lis
         for m in models or store.models:
             if not any(store.has(m, s, k) for k in ("logits", "probs", "pred")):
                 continue
-            pred = _decisions(store, m, s)
+            pred = store.predictions(m, s)
             own = m.split("/", 1)[1] if m.startswith(f"{dataset}/") else m
             human = own.startswith("subject-")
             fname = f"{dataset}_{_file_part(own)}_session_1.csv" if human else f"{dataset}_{_file_part(own)}_session-1.csv"

@@ -16,34 +16,27 @@ import pandas as pd
 from ..cards import ModelCard
 from ..conventions import check_name
 from ..errors import DivergentError
-from .store import Store, Writer
+from .reader import Store
+from .writer import Writer
 
 NPZ_KINDS = ("logits", "probs", "pred", "scores", "features")
 ID_COLUMNS = ("id", "ids", "filename", "file", "path", "image")
 _RESAVE = "re-save it (numpy.savez(path, labels=..., logits=...)), or re-export it from its producer"
 
 
-def import_predictions(store, file, *, split: str | None = None, model: str | None = None,
-                       card: ModelCard | dict | str | None = None,
-                       renormalize: bool = False, force: bool = False, dataset: str = "",
-                       id_col: str | None = None, pred_col: str = "index", score_col: str = "prob",
-                       label_col: str | None = None, class_names: list[str] | None = None,
-                       strip_id_prefix: str | None = None, format: str | None = None,
-                       shift: str | None = None) -> dict | list[dict]:
+def import_file(store, file, *, split: str | None = None, model: str | None = None,
+                card: ModelCard | dict | str | None = None,
+                renormalize: bool = False, force: bool = False, dataset: str = "",
+                id_col: str | None = None, pred_col: str = "index", score_col: str = "prob",
+                label_col: str | None = None, class_names: list[str] | None = None,
+                strip_id_prefix: str | None = None) -> dict:
     """Add one model's predictions on one split from `file` (.npz, .csv, .parquet).
 
     A split that does not exist yet is created from the file's labels, ids and class names.
     Otherwise rows are aligned to the split by id (when the file has ids) and labels must match.
-    Nothing is created or written unless the whole import is valid. `format` reads another
-    project's files instead (divergent.store.formats; a list of {model, split, kinds}).
+    Nothing is created or written unless the whole import is valid. (Other projects' files:
+    divergent.store.formats; both through divergent.store.formats.import_predictions.)
     """
-    if format is not None:
-        from .formats import import_format
-
-        return import_format(store, file, format=format, split=split, model=model, card=card, force=force,
-                             dataset=dataset, id_col=id_col, pred_col=pred_col, score_col=score_col,
-                             label_col=label_col, class_names=class_names, strip_id_prefix=strip_id_prefix,
-                             renormalize=renormalize, shift=shift)
     if split is None or model is None:
         raise DivergentError("importing a .npz, CSV or Parquet file needs --split and --model",
                              "pass --split S --model NAME (or --format to read another project's files)")

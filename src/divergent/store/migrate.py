@@ -5,6 +5,9 @@ from pathlib import Path
 
 from ..errors import DivergentError
 
+#: the schema this divergent writes
+SCHEMA_VERSION = 2
+
 #: version -> function upgrading a manifest of that version by one step
 MIGRATIONS = {
     0: lambda m, root: {**m, "schema": 1, "provenance": m.get("provenance", [])},
@@ -15,8 +18,6 @@ MIGRATIONS = {
 
 def migrate(m: dict, root: Path) -> dict:
     """Upgrade a manifest in memory to the current schema (written back on the next write)."""
-    from .store import SCHEMA_VERSION
-
     v = int(m.get("schema", 0))
     if v > SCHEMA_VERSION:
         raise DivergentError(

@@ -1,5 +1,8 @@
 """Unit functions of the analysis stages: specialization (angles), greedy ensembles, feature
-combination, downstream transfer, findings, and the report. Each writes tables under ctx.work."""
+combination, downstream transfer, findings, and the report. Each reads its inputs, calls the
+analyses (divergent.analyses) or probes, and writes tables under ctx.work. Each is registered with
+:func:`divergent.study.units.unit`: bump its version when its code or a module it declares in
+``depends`` changes what it computes."""
 from __future__ import annotations
 
 import shutil
@@ -8,22 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cards import CATEGORY_ORDER
 from ..conventions import HOLDOUT, TEST, TRAIN
-from ..errors import DivergentError
-from ..metrics.probs import log_probs_from_probs, reference_probs
-
-
-# ---------------------------------------------------------------- helpers on the store
-
-def probs_of(store, model: str, split: str) -> np.ndarray:
-    """Calibrated float64 probabilities by the reference arithmetic."""
-    t = store.temperature(model) or 1.0
-    if store.has(model, split, "logits"):
-        return reference_probs(np.asarray(store.array(model, split, "logits")), t)
-    if store.has(model, split, "probs"):
-        return reference_probs(log_probs_from_probs(np.asarray(store.array(model, split, "probs"))), t)
-    raise DivergentError(f"{model!r} has no logits or probabilities on {split!r}")
+from .config import AnalysisSection
+from .units import unit
 
 
 def load_pairs(ctx) -> tuple[pd.DataFrame, str, dict]:
@@ -31,137 +21,60 @@ def load_pairs(ctx) -> tuple[pd.DataFrame, str, dict]:
     return pd.read_parquet(d["pairs"]), d["base"], d["accuracy"]
 
 
-def band_of(cfg: dict, base_acc: float) -> tuple[float, float]:
-    a = cfg["analysis"]
-    if a["acc_band"] == "auto":
-        h = a["band_halfwidth"]
+def load_representatives(ctx) -> tuple[pd.DataFrame, str, dict, dict[str, str]]:
+    """The pairs table, the base, the accuracies and one representative model per category."""
+    from ..analyses.ensembles import representatives as reps_of
+
+    pairs, base, acc = load_pairs(ctx)
+    return pairs, base, acc, reps_of(pairs, base, acc)
+
+
+def band_of(a: AnalysisSection, base_acc: float) -> tuple[float, float]:
+    """The accuracy band of the findings: base accuracy +- band_halfwidth ('auto'), or the fixed band."""
+    if a.acc_band == "auto":
+        h = a.band_halfwidth
         return (max(0.0, base_acc - h), min(1.0, base_acc + h))
-    return tuple(a["acc_band"])
+    return tuple(a.acc_band)
 
 
-def representatives(pairs: pd.DataFrame, base: str, acc: dict, models: list[str] | None = None) -> dict[str, str]:
-    """One model per category: the one whose test accuracy is closest to the base's (ties: by name)."""
-    bp = pairs[pairs["model_a"] == base]
-    if models is not None:
-        bp = bp[bp["model_b"].isin(models)]
-    reps = {}
-    for cat in CATEGORY_ORDER:
-        sub = bp[bp["category"] == cat]
-        if cat == "identical" or not len(sub):
-            continue
-        key = sorted(sub["model_b"], key=lambda m: (abs(acc[m] - acc[base]), m))
-        reps[cat] = key[0]
-    return reps
+def _write(ctx, tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Each table as ctx.work/<name>.parquet; name -> path."""
+    out = {}
+    for name, df in tables.items():
+        p = Path(ctx.work) / f"{name}.parquet"
+        df.to_parquet(p, index=False)
+        out[name] = str(p)
+    return out
 
 
 # ---------------------------------------------------------------- angles and specialization (Figs. 3-4)
 
-def _sep(phi, oc) -> float:
-    a, b = phi[oc == "only_a"], phi[oc == "only_b"]
-    return float(a.mean() - b.mean()) if a.size and b.size else float("nan")
-
-
+@unit(name="angles", version=1, depends=("divergent.analyses.specialization", "divergent.analyses.ensembles",
+                                        "divergent.analyses.class_groups", "divergent.analyses._select",
+                                        "divergent.metrics"))
 def angles_unit(ctx, *, split: str, groups, n_boot: int, seed: int) -> dict:
-    from ..analyses.specialization import specialization
+    from ..analyses.specialization import representative_angles
     from ..store import Store
 
-    store = Store.open(ctx.store)
-    pairs, base, acc = load_pairs(ctx)
-    reps = representatives(pairs, base, acc)
-    ang, cls, grp = [], [], []
-    rng = np.random.default_rng(seed)
-    for cat, m in reps.items():
-        res = specialization(store, base, m, split, groups=None if groups == "none" else groups,
-                        n_boot=0, seed=seed)
-        ex = res.examples
-        phi = ex["phi_deg"].to_numpy(float)
-        oc = ex["outcome"].astype(str).to_numpy()
-        ang.append(pd.DataFrame({"model_b": m, "category": cat, "phi": phi, "outcome": oc,
-                                 "class_name": ex["class_name"].astype(str).to_numpy()}))
-        pc = res.per_class
-        groups_of = dict(zip(pc["class_name"], pc["group"].fillna("all")))
-        cls.append(pd.DataFrame({"model_b": m, "category": cat, "class_name": pc["class_name"],
-                                 "group": pc["class_name"].map(groups_of),
-                                 "specialization": pc["mean_phi_only_a"] - pc["mean_phi_only_b"],
-                                 "n_only_a": pc["n_only_a"], "n_only_b": pc["n_only_b"]}))
-        g_ex = ex["class_name"].map(groups_of).to_numpy()
-        for g in sorted(set(groups_of.values())):
-            sel = g_ex == g
-            p, o = phi[sel], oc[sel]
-            est = _sep(p, o)
-            reps_b = []
-            for _ in range(min(n_boot, 1000)):
-                i = rng.integers(0, p.size, p.size)
-                reps_b.append(_sep(p[i], o[i]))
-            r = np.asarray(reps_b, float)
-            r = r[np.isfinite(r)]
-            lo, hi = (np.quantile(r, [0.025, 0.975]) if r.size >= 10 else (np.nan, np.nan))
-            grp.append(dict(model_b=m, category=cat, group=g, specialization=est, specialization_lo=float(lo),
-                            specialization_hi=float(hi), n_only_a=int((o == "only_a").sum()),
-                            n_only_b=int((o == "only_b").sum())))
-    out = {}
-    for name, df in (("angles", pd.concat(ang, ignore_index=True) if ang else None),
-                     ("class_specialization", pd.concat(cls, ignore_index=True) if cls else None),
-                     ("group_specialization", pd.DataFrame(grp) if grp else None)):
-        if df is not None:
-            p = Path(ctx.work) / f"{name}.parquet"
-            df.to_parquet(p, index=False)
-            out[name] = str(p)
-    out["representatives"] = reps
-    return out
+    pairs, base, acc, reps = load_representatives(ctx)
+    tables = representative_angles(Store.open(ctx.store), base, reps, split, groups=None if groups == "none" else groups,
+                                   n_boot=n_boot, seed=seed)
+    return {**_write(ctx, tables), "representatives": reps}
 
 
 # ---------------------------------------------------------------- greedy ensembles (Fig. 5)
 
-def greedy_members_correct(store, members: list[str], split: str) -> np.ndarray:
-    """Per-example correctness of the mean of the members' calibrated probabilities."""
-    from ..metrics.probs import ensemble_probs
-
-    q = ensemble_probs([probs_of(store, m, split) for m in members])
-    return q.argmax(1) == np.asarray(store.split(split).labels)
-
-
-def run_greedy(store, base: str, pool: list[str], max_size: int, cats: dict) -> tuple[pd.DataFrame, list[str]]:
-    """divergent.analyses.ensembles.greedy_ensemble (the engine's certified-exact greedy_select):
-    selected on the holdout, reported on test; ties by holdout NLL, then name."""
-    from ..analyses.ensembles import greedy_ensemble
-
-    if not pool:  # the base alone
-        from ..analyses._select import accuracies
-
-        accs = [accuracies(store, [base], s)[base] for s in (HOLDOUT, TEST)]
-        return pd.DataFrame([dict(base=base, size=1, added=base, category="base", holdout_acc=accs[0],
-                                  test_acc=accs[1], selected=True)]), [base]
-    g = greedy_ensemble(store, base, pool=pool, fit_on=HOLDOUT, split=TEST, max_size=max_size, workers=1)
-    df = pd.DataFrame({"base": base, "size": g["step"].astype(int), "added": g["member"],
-                       "category": ["base"] + [cats.get(m, c) for m, c in zip(g["member"].iloc[1:], g["category"].iloc[1:])],
-                       "holdout_acc": g["fit_acc"].astype(float), "test_acc": g["eval_acc"].astype(float),
-                       "selected": g["best"].astype(bool)})
-    best = int(df.loc[df["selected"], "size"].iloc[0])
-    return df, list(df["added"].iloc[:best])
-
-
-def lower_pool(store, base: str, models: list[str]) -> list[str]:
-    """Models strictly less accurate than the base on the holdout (selection never looks at test)."""
-    from ..analyses._select import accuracies
-
-    acc = accuracies(store, sorted({base, *models}), HOLDOUT)
-    return sorted(m for m in models if m != base and acc[m] < acc[base])
-
-
+@unit(name="greedy", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses.specialization",
+                                        "divergent.analyses._select", "divergent.metrics", "divergent.engine"))
 def greedy_unit(ctx, *, high_accuracy: str, max_size: int) -> dict:
+    from ..analyses.ensembles import lower_accuracy_greedy
     from ..store import Store
 
-    store = Store.open(ctx.store)
     pairs, base, acc = load_pairs(ctx)
-    hb = high_accuracy or base
-    prob_models = [m for m in acc if store.has(m, HOLDOUT, "logits") or store.has(m, HOLDOUT, "probs")]
     cats = dict(zip(pairs["model_b"], pairs["category"]))
-    pool = lower_pool(store, hb, prob_models)
-    df, members = run_greedy(store, hb, pool, max_size, cats)
-    p = Path(ctx.work) / "greedy.parquet"
-    df.to_parquet(p, index=False)
-    return {"greedy": str(p), "members": members, "pool": pool}
+    df, members, pool = lower_accuracy_greedy(Store.open(ctx.store), high_accuracy or base, list(acc),
+                                              max_size=max_size, cats=cats)
+    return {**_write(ctx, {"greedy": df}), "members": members, "pool": pool}
 
 
 # ---------------------------------------------------------------- feature combination (Fig. 6)
@@ -170,6 +83,8 @@ def _correct(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray(scores).argmax(1) == np.asarray(labels)
 
 
+@unit(name="features", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
+                                          "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking"))
 def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_steps: list, grid: list) -> dict:
     """Random-subset combination at a fixed budget (probes.feature_combination) and the
     variance-ranked dims curve (probes.ranked_features) for the base and the representative of one
@@ -179,8 +94,7 @@ def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_step
     from ..store import Store
 
     store = Store.open(ctx.store)
-    pairs, base, acc = load_pairs(ctx)
-    reps = representatives(pairs, base, acc)
+    pairs, base, acc, reps = load_representatives(ctx)
     if category not in reps:
         return {"skipped": f"no {category} model in the zoo"}
     other = reps[category]
@@ -283,6 +197,9 @@ def downstream_store(ctx, task: str, models: list[str], kinds: dict) -> tuple[ob
     return st.reload(), ok, errors
 
 
+@unit(name="transfer", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
+                                          "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking",
+                                          "divergent.train", "divergent.extract", "divergent.sources", "divergent.data"))
 def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
     """Linear evaluation (probes.transfer) of single and pairwise-stacked embeddings of the base and
     one model per category on downstream tasks never seen upstream; single-label tasks report top-1
@@ -290,8 +207,7 @@ def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
     stacked embeddings (by holdout) of the first single-label task feed claim 5."""
     from ..probes.transfer import transfer
 
-    pairs, base, acc = load_pairs(ctx)
-    reps = representatives(pairs, base, acc)
+    pairs, base, acc, reps = load_representatives(ctx)
     models = [m for m in [base, *[m for m in reps.values() if m != base]] if m in kinds]
     rows, best = [], None
     for task in tasks:
@@ -327,81 +243,22 @@ def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
 
 # ---------------------------------------------------------------- findings and report
 
-def evidence_for(store, pairs: pd.DataFrame, base: str, models: list[str], split: str, greedy_members: list[str] | None,
-                 features: list[dict], transfer: dict | None):
-    from ..analyses.pairs import pair_outcome_codes
-    from ..analyses.specialization import top1
-    from ..report.findings import Evidence
-
-    ev = Evidence()
-    bp = pairs[(pairs["model_a"] == base) & pairs["model_b"].isin(models)]
-    bp = bp[np.isfinite(bp["ensemble_acc"].astype(float))]
-    plist = [(base, m) for m in bp["model_b"]]
-    if plist:
-        oc = pair_outcome_codes(store, plist, split=split, calibrated=True)
-        for (a, m), df in oc.items():
-            ev.correct_base = df["a_correct"].to_numpy()
-            ev.correct[m] = df["b_correct"].to_numpy()
-            ev.ens_correct[m] = df["ensemble_correct"].to_numpy()
-        ev.category = dict(zip(bp["model_b"], bp["category"]))
-    acc = dict(zip(bp["model_b"], bp["acc_b"]))
-    acc[base] = float(bp["acc_a"].iloc[0]) if len(bp) else np.nan
-    reps = representatives(pairs, base, acc, models=list(bp["model_b"]))
-    labels = np.asarray(store.split(split).labels)
-    if reps:
-        pa, ca = top1(store, base, split, calibrated=True)
-        for cat, m in reps.items():
-            pb, cb = top1(store, m, split, calibrated=True)
-            phi = np.degrees(np.arctan2(ca, cb))
-            a_ok, b_ok = pa == labels, pb == labels
-            ev.phi[cat] = phi
-            ev.outcome[cat] = np.where(a_ok & ~b_ok, "only_a", np.where(b_ok & ~a_ok, "only_b",
-                                                                         np.where(a_ok, "both", "neither")))
-            ev.rep_model[cat] = m
-    if greedy_members:
-        if ev.correct_base is None:
-            ev.correct_base = labels == probs_of(store, base, split).argmax(1)
-        # claim 4 compares the ensemble with the model it starts from (the high-accuracy model)
-        ev.greedy_base = greedy_members[0]
-        ev.greedy_base_correct = (ev.correct_base if greedy_members[0] == base
-                                  else labels == probs_of(store, greedy_members[0], split).argmax(1))
-        ev.greedy_correct = (greedy_members_correct(store, greedy_members, split) if len(greedy_members) > 1
-                             else ev.greedy_base_correct)
-        ev.greedy_members = greedy_members[1:]
-    cands = [f for f in features if "best" in f]
-    if transfer and "best" in transfer:
-        cands.append({**transfer, "single_holdout": 0, "combined_holdout": 0, "_transfer": True})
-    if cands:
-        # prefer the downstream (stacked transfer) result; else the best feature combination by holdout
-        pick = next((c for c in cands if c.get("_transfer")), None) or max(cands, key=lambda c: c["combined_holdout"])
-        z = np.load(pick["best"])
-        ev.single_correct, ev.combined_correct = z["single"], z["combined"]
-        ev.single_name, ev.combined_name = pick["single"], pick["combined"]
-    return ev
-
-
+@unit(name="findings", version=1, depends=("divergent.analyses.findings", "divergent.analyses.ensembles",
+                                          "divergent.analyses.pairs", "divergent.analyses.specialization",
+                                          "divergent.analyses.class_groups", "divergent.analyses._select",
+                                          "divergent.metrics", "divergent.engine"))
 def findings_unit(ctx, *, split: str, n_boot: int, seed: int, max_size: int, high_accuracy: str) -> dict:
-    from ..report.findings import findings_table
+    from ..analyses.findings import study_findings
     from ..store import Store
 
-    store = Store.open(ctx.store)
     pairs, base, acc = load_pairs(ctx)
-    band = band_of(ctx.config, acc[base])
-    all_models = [m for m in acc if m != base]
-    in_band = [m for m in all_models if band[0] <= acc[m] <= band[1]]
-    features = [v for k, v in ctx.deps.items() if k.startswith("features:")]
-    transfer = next((v for k, v in ctx.deps.items() if k.startswith("transfer")), None)
-    g = ctx.dep("greedy")
-    cats = dict(zip(pairs["model_b"], pairs["category"]))
-    hb = high_accuracy or base
-    prob_models = [m for m in in_band if store.has(m, HOLDOUT, "logits") or store.has(m, HOLDOUT, "probs")]
-    _, band_members = run_greedy(store, hb, lower_pool(store, hb, prob_models), max_size, cats)
-    ev = {"all": evidence_for(store, pairs, base, all_models, split, g["members"], features, transfer),
-          "band": evidence_for(store, pairs, base, in_band, split, band_members, features, transfer)}
-    f = findings_table(ev, n_boot=n_boot, seed=seed)
-    p = Path(ctx.work) / "findings.parquet"
-    f.to_parquet(p, index=False)
-    return {"findings": str(p), "acc_band": list(band), "n_in_band": len(in_band)}
+    band = band_of(ctx.config.analysis, acc[base])
+    f, n_in_band = study_findings(
+        Store.open(ctx.store), pairs, base, acc, band, split=split, greedy_members=ctx.dep("greedy")["members"],
+        high_accuracy=high_accuracy, max_size=max_size,
+        features=[v for k, v in ctx.deps.items() if k.startswith("features:")],
+        transfer=next((v for k, v in ctx.deps.items() if k.startswith("transfer")), None), n_boot=n_boot, seed=seed)
+    return {**_write(ctx, {"findings": f}), "acc_band": list(band), "n_in_band": n_in_band}
 
 
 def _read(d: dict | None, key: str):
@@ -446,6 +303,7 @@ def zoo_columns(ctx, models: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "depth", "width", "subset", "seed", "cost_s", "cost_of"])
 
 
+@unit(name="report", version=1, depends=("divergent.report",))
 def report_unit(ctx, *, title: str = "") -> dict:
     from ..report import ReportTables, build_report
 
@@ -473,11 +331,11 @@ def report_unit(ctx, *, title: str = "") -> dict:
         feature_combination=pd.concat([pd.read_parquet(f["feature_combination"]) for f in feats], ignore_index=True) if feats else None,
         dims_curve=pd.concat([pd.read_parquet(f["dims_curve"]) for f in feats], ignore_index=True) if feats else None,
         transfer=_read(tr, "transfer"), base=base, missing=missing,
-        meta={"acc_band": tuple(fnd["acc_band"]), "dataset": cfg["data"]["dataset"], "study": cfg["study"]["name"],
-              "split": cfg["data"]["split"], "fit_on": cfg["data"]["fit_on"]},
+        meta={"acc_band": tuple(fnd["acc_band"]), "dataset": cfg.data.dataset, "study": cfg.study.name,
+              "split": cfg.data.split, "fit_on": cfg.data.fit_on},
     )
     if t.transfer is not None and "score" in t.transfer:
         t.transfer = t.transfer[np.isfinite(t.transfer["score"].astype(float))].reset_index(drop=True)
-    target = cfg["analysis"]["dims_target"]
+    target = cfg.analysis.dims_target
     path = build_report(t, ctx.out, title=title or None, target=None if target == "auto" else float(target))
     return {"report": str(path)}

@@ -10,7 +10,9 @@ import re
 import shutil
 from pathlib import Path
 
-from .io import atomic_write_text, hash_obj, hash_tree
+from .._files import atomic_write_text
+from .._files import canonical_json_sha256 as hash_obj
+from .._files import sha256_tree as hash_tree
 
 
 def unit_dirname(uid: str) -> str:

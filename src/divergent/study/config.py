@@ -1,13 +1,18 @@
-"""Study configuration: the TOML schema, validation with errors naming the key and allowed values,
-built-in presets, and the resolved config saved next to the outputs."""
+"""Study configuration: the TOML schema as frozen per-section dataclasses (each key's default and
+check in one place), validation with errors naming the key and allowed values, built-in presets,
+and the resolved config saved next to the outputs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
+import typing
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..conventions import HOLDOUT, N_BOOT, TEST
 from ..errors import DivergentError, suggest
 
 PRESETS = ("fashion-mnist", "fashion-mnist-quick", "cifar10")
@@ -19,54 +24,96 @@ GROUPS = ("builtin", "none")
 
 _ANY = object()
 
-#: section -> key -> (default, check) where check is a type, a tuple of allowed values, or a callable
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "study": {
-        "name": ("study", str),
-        "description": ("", str),
-        "seed": (0, int),
-    },
-    "data": {
-        "dataset": ("fashion-mnist", str),          # a divergent.data.open_dataset source
-        "split": ("test", ("test",)),
-        "fit_on": ("holdout", ("holdout",)),
-        "train_subset": (5000, int),                 # train images whose embeddings feed heads and probes
-        "options": ({}, dict),                       # extra open_dataset options
-    },
-    "zoo": {
-        "recipes": ("fashion-mnist", _ANY),          # a train.zoo name, or a list of recipe names / tables
-        "only": ([], list),                          # keep only these recipe names (short or full)
-        "backbones": ([], list),                     # frozen models: extract embeddings, fit a linear head
-        "pretrained": ([], list),                    # models whose own head fits the label space
-        "input_size": (0, int),                      # frozen backbones' input resolution (0: the model's own)
-        "epochs_scale": (1.0, float),
-    },
-    "base": {
-        "model": ("", str),                          # store name of the base model ('' = the zoo's base recipe)
-        "high_accuracy": ("", str),                  # base of the greedy experiment ('' = the base)
-    },
-    "analysis": {
-        "acc_band": ("auto", _ANY),                  # 'auto' (base accuracy +- band_halfwidth) or [lo, hi]
-        "band_halfwidth": (0.05, float),
-        "n_boot": (1000, int),
-        "groups": ("builtin", _ANY),                 # 'builtin', 'none' or a path to a group file
-        "greedy_max_size": (6, int),
-        "features": (True, bool),
-        "feature_fractions": ([0.0, 0.25, 0.5, 0.75, 1.0], list),
-        "feature_seeds": ([0, 1], list),
-        "dims_steps": ([8, 16, 32, 64, 128], list),
-        "dims_target": ("auto", _ANY),
-        "probe_grid": ([1e-5, 1e-4, 1e-3, 1e-2], list),
-        "transfer": (["digits"], list),
-    },
-    "run": {
-        "executor": ("local", EXECUTORS),
-        "workers": (2, int),
-        "device": ("cpu", ("cpu", "auto", "cuda")),
-        "torch_threads": (1, int),
-        "trusted_modules": ([], list),               # modules torch: specs need; each must be confirmed by the user
-    },
-}
+
+def _key(default, check) -> Any:
+    """A config key: its one default and its check (a type, a tuple of allowed values, or _ANY)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"check": check})
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class StudySection:
+    name: str = _key("study", str)
+    description: str = _key("", str)
+    seed: int = _key(0, int)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = _key("fashion-mnist", str)          # a divergent.data.open_dataset source
+    split: str = _key(TEST, (TEST,))
+    fit_on: str = _key(HOLDOUT, (HOLDOUT,))
+    train_subset: int = _key(5000, int)                # train images whose embeddings feed heads and probes
+    options: dict = _key({}, dict)                     # extra open_dataset options
+
+
+@dataclass(frozen=True)
+class ZooSection:
+    recipes: str | list = _key("fashion-mnist", _ANY)  # a train.zoo name, or a list of recipe names / tables
+    only: list = _key([], list)                        # keep only these recipe names (short or full)
+    backbones: list = _key([], list)                   # frozen models: extract embeddings, fit a linear head
+    pretrained: list = _key([], list)                  # models whose own head fits the label space
+    input_size: int = _key(0, int)                     # frozen backbones' input resolution (0: the model's own)
+    epochs_scale: float = _key(1.0, float)
+
+
+@dataclass(frozen=True)
+class BaseSection:
+    model: str = _key("", str)                         # store name of the base model ('' = the zoo's base recipe)
+    high_accuracy: str = _key("", str)                 # base of the greedy experiment ('' = the base)
+
+
+@dataclass(frozen=True)
+class AnalysisSection:
+    acc_band: str | list = _key("auto", _ANY)          # 'auto' (base accuracy +- band_halfwidth) or [lo, hi]
+    band_halfwidth: float = _key(0.05, float)
+    n_boot: int = _key(N_BOOT, int)
+    groups: str = _key("builtin", _ANY)                # 'builtin', 'none' or a path to a group file
+    greedy_max_size: int = _key(6, int)
+    features: bool = _key(True, bool)
+    feature_fractions: list = _key([0.0, 0.25, 0.5, 0.75, 1.0], list)
+    feature_seeds: list = _key([0, 1], list)
+    dims_steps: list = _key([8, 16, 32, 64, 128], list)
+    dims_target: str | float = _key("auto", _ANY)
+    probe_grid: list = _key([1e-5, 1e-4, 1e-3, 1e-2], list)
+    transfer: list = _key(["digits"], list)
+
+
+@dataclass(frozen=True)
+class RunSection:
+    executor: str = _key("local", EXECUTORS)
+    workers: int = _key(2, int)
+    device: str = _key("cpu", ("cpu", "auto", "cuda"))
+    torch_threads: int = _key(1, int)
+    trusted_modules: list = _key([], list)             # modules torch: specs need; each must be confirmed by the user
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study config: one frozen dataclass per TOML section (``cfg.analysis.n_boot``)."""
+
+    study: StudySection = field(default_factory=StudySection)
+    data: DataSection = field(default_factory=DataSection)
+    zoo: ZooSection = field(default_factory=ZooSection)
+    base: BaseSection = field(default_factory=BaseSection)
+    analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    run: RunSection = field(default_factory=RunSection)
+    #: where it came from (a path, a preset's file, or "dict"); not part of the config's value
+    origin: str = field(default="", compare=False)
+
+
+#: TOML section -> its dataclass, in the order of the resolved file
+SECTIONS: dict[str, type] = {k: t for k, t in typing.get_type_hints(StudyConfig).items() if k != "origin"}
+
+
+def keys(section: str) -> dict[str, dataclasses.Field]:
+    """The keys of a section, in order."""
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _bad(key: str, value, allowed: str) -> DivergentError:
@@ -88,31 +135,30 @@ def _check_value(key: str, value, check) -> Any:
     return value
 
 
-def validate(raw: dict) -> dict:
+def validate(raw: dict) -> StudyConfig:
     """Fill defaults and check every key; errors name the bad key and the allowed keys or values."""
     if not isinstance(raw, dict):
         raise DivergentError("a study config must be a TOML table")
     out: dict[str, dict] = {}
-    bad_sections = sorted(set(raw) - set(SCHEMA))
+    bad_sections = sorted(set(raw) - set(SECTIONS))
     if bad_sections:
         s = bad_sections[0]
         raise DivergentError(f"unknown config section [{s}]",
-                             f"allowed sections: {', '.join(SCHEMA)} ({suggest(s, SCHEMA, 'section')})")
-    for section, keys in SCHEMA.items():
+                             f"allowed sections: {', '.join(SECTIONS)} ({suggest(s, SECTIONS, 'section')})")
+    for section in SECTIONS:
+        known = keys(section)
         given = raw.get(section, {})
         if not isinstance(given, dict):
             raise DivergentError(f"config section [{section}] must be a table, not {type(given).__name__}")
-        bad = sorted(set(given) - set(keys))
+        bad = sorted(set(given) - set(known))
         if bad:
             k = bad[0]
             raise DivergentError(f"unknown config key '{section}.{k}'",
-                                 f"allowed keys in [{section}]: {', '.join(keys)} ({suggest(k, keys, 'key')})")
-        sec = {}
-        for k, (default, check) in keys.items():
-            sec[k] = _check_value(f"{section}.{k}", given[k], check) if k in given else copy.deepcopy(default)
-        out[section] = sec
+                                 f"allowed keys in [{section}]: {', '.join(known)} ({suggest(k, known, 'key')})")
+        out[section] = {k: _check_value(f"{section}.{k}", given[k], f.metadata["check"]) if k in given else _default(f)
+                        for k, f in known.items()}
     _cross_checks(out)
-    return out
+    return StudyConfig(**{section: SECTIONS[section](**values) for section, values in out.items()})
 
 
 def _cross_checks(c: dict) -> None:
@@ -128,7 +174,7 @@ def _cross_checks(c: dict) -> None:
     if not 0 < a["band_halfwidth"] < 1:
         raise _bad("analysis.band_halfwidth", a["band_halfwidth"], "a fraction in (0, 1), e.g. 0.05")
     if a["n_boot"] < 0:
-        raise _bad("analysis.n_boot", a["n_boot"], "an integer >= 0 (1000 recommended)")
+        raise _bad("analysis.n_boot", a["n_boot"], f"an integer >= 0 ({N_BOOT} recommended)")
     if a["groups"] not in GROUPS and not isinstance(a["groups"], str):
         raise _bad("analysis.groups", a["groups"], "'builtin', 'none' or a path to a group file")
     for t in a["transfer"]:
@@ -179,7 +225,7 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("divergent") / "presets" / f"{name}.toml"))
 
 
-def load(spec: str | Path | dict | None = None, overrides: dict | None = None) -> dict:
+def load(spec: str | Path | dict | None = None, overrides: dict | None = None) -> StudyConfig:
     """A validated config from a preset name, a TOML path, or a dict (None: the default preset)."""
     if isinstance(spec, dict):
         raw = copy.deepcopy(spec)
@@ -209,18 +255,17 @@ def load(spec: str | Path | dict | None = None, overrides: dict | None = None) -
             raise DivergentError(f"cannot override {dotted!r}", "write SECTION.KEY=VALUE, e.g. analysis.n_boot=200, "
                                  f"where [{sec}] is a table")
         table[key] = v
-    cfg = validate(raw)
-    cfg["_origin"] = origin
-    return cfg
+    return dataclasses.replace(validate(raw), origin=origin)
 
 
-def dumps(cfg: dict) -> str:
+def dumps(cfg: StudyConfig) -> str:
     """The resolved config as TOML (written to OUT/study.resolved.toml)."""
-    lines = [f"# resolved study config (from {cfg.get('_origin', '?')})"]
-    for sec in SCHEMA:
+    lines = [f"# resolved study config (from {cfg.origin or '?'})"]
+    for sec in SECTIONS:
         lines.append(f"\n[{sec}]")
-        for k, v in cfg[sec].items():
-            lines.append(f"{k} = {_toml(v)}")
+        values = getattr(cfg, sec)
+        for k in keys(sec):
+            lines.append(f"{k} = {_toml(getattr(values, k))}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,14 +5,17 @@ The runner talks to an executor through two methods only — ``submit(call) -> F
 """
 from __future__ import annotations
 
-import importlib
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DivergentError, require
+from . import units as registry
+
+if TYPE_CHECKING:
+    from .config import StudyConfig
 
 
 @dataclass
@@ -24,7 +27,7 @@ class UnitContext:
     store: Path          # the study's store (read it; never write it from a unit)
     work: Path           # this unit's own output directory (stage files here)
     deps: dict[str, dict] = field(default_factory=dict)   # dependency unit id -> its result dict
-    config: dict = field(default_factory=dict)
+    config: StudyConfig | None = None   # the validated study config (None outside a study)
     torch_threads: int = 1
     device: str = "cpu"
 
@@ -38,14 +41,13 @@ class UnitContext:
 
 @dataclass
 class UnitCall:
-    fn: str
+    """One unit to run, as plain data: its registered name, the modules that register units (a
+    worker imports them to find the function), its context and parameters."""
+
+    unit: str
+    modules: tuple[str, ...]
     ctx: UnitContext
     params: dict[str, Any]
-
-
-def resolve_fn(dotted: str):
-    mod, _, name = dotted.partition(":")
-    return getattr(importlib.import_module(mod), name)
 
 
 def run_unit_call(call: UnitCall) -> dict:
@@ -56,7 +58,7 @@ def run_unit_call(call: UnitCall) -> dict:
     os.environ["OMP_NUM_THREADS"] = str(n)  # read by torch when a unit first imports it
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    result = resolve_fn(call.fn)(call.ctx, **call.params)
+    result = registry.function(call.unit, call.modules)(call.ctx, **call.params)
     return result if result is not None else {}
 
 

@@ -1,28 +1,29 @@
-"""Work units and their dependency graph; a unit's cache key is the content hash of its inputs.
+"""Work units and their dependency graph; a unit's cache key is the content hash of its inputs
+and of its code's version.
 
-A unit's key = sha256(stage, function, params, and the output hash of every dependency), so a
-rerun redoes exactly the units whose inputs changed and everything downstream of them, and a
-dependency that reruns but produces the same outputs does not invalidate its dependents.
+A unit's key = sha256(stage, registered unit name, the unit's version, params, and the output hash
+of every dependency), so a rerun redoes exactly the units whose inputs or code version changed and
+everything downstream of them, and a dependency that reruns but produces the same outputs does not
+invalidate its dependents. Unit names and versions live in the registry (:mod:`.units`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DivergentError
-from .io import hash_obj
-
-#: bump when a stage's code changes in a way that must invalidate cached results
-CODE_VERSION = "1"
+from . import units as registry
+from .._files import canonical_json_sha256 as hash_obj
 
 
 @dataclass
 class Unit:
-    """One piece of work: `fn` is 'module:function', called as fn(ctx, **params) -> dict."""
+    """One piece of work: `fn` is a registered unit function (see :mod:`.units`) or its registered
+    name, called as fn(ctx, **params) -> dict; it is kept as the registered name (plain data)."""
 
     id: str
     stage: str
-    fn: str
+    fn: str | Callable
     params: dict[str, Any] = field(default_factory=dict)
     deps: tuple[str, ...] = ()
     #: run in the runner's own process (units that read or write the store in place)
@@ -32,9 +33,12 @@ class Unit:
     #: deps whose failure does not skip this unit (bulk stages: one failing model does not stop the study)
     optional: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        self.fn = registry.name_of(self.fn)
+
     def key(self, dep_outputs: dict[str, str]) -> str:
-        return hash_obj({"v": CODE_VERSION, "stage": self.stage, "fn": self.fn, "params": self.params,
-                         "deps": {d: dep_outputs.get(d, "failed") for d in self.deps}})
+        return hash_obj({"stage": self.stage, "unit": self.fn, "version": registry.spec(self.fn).version,
+                         "params": self.params, "deps": {d: dep_outputs.get(d, "failed") for d in self.deps}})
 
 
 class Graph:
@@ -46,6 +50,7 @@ class Graph:
     def add(self, unit: Unit) -> Unit:
         if unit.id in self.units:
             raise DivergentError(f"duplicate work unit {unit.id!r}")
+        registry.spec(unit.fn)   # an unknown unit fails here, when the study is planned
         for d in unit.deps:
             if d not in self.units:
                 raise DivergentError(f"unit {unit.id!r} depends on unknown unit {d!r}")

@@ -10,12 +10,13 @@ from pathlib import Path
 from ..cards import CATEGORY_ORDER
 from ..conventions import check_name
 from ..errors import DivergentError
+from . import analysis_stages as A
 from . import config as C
+from . import stages as S
+from .config import StudyConfig
 from .graph import Graph, Unit
-from .io import atomic_write_text
+from .._files import atomic_write_text
 
-S = "divergent.study.stages:"
-A = "divergent.study.analysis_stages:"
 #: feature analyses run for the base and the representative of each of these categories
 FEATURE_CATEGORIES = tuple(c for c in CATEGORY_ORDER if c != "identical")
 
@@ -28,9 +29,9 @@ class ZooPlan:
     base: str
 
 
-def _recipes(cfg: dict) -> list[dict]:
-    z = cfg["zoo"]
-    spec = z["recipes"]
+def _recipes(cfg: StudyConfig) -> list[dict]:
+    z = cfg.zoo
+    spec = z.recipes
     if spec in ("", []):
         return []
     from ..train import Recipe, recipe_by_name, zoo
@@ -39,8 +40,8 @@ def _recipes(cfg: dict) -> list[dict]:
         rs = zoo(spec)
     else:
         rs = [Recipe.from_dict(r) if isinstance(r, dict) else recipe_by_name(r) for r in spec]
-    if z["only"]:
-        keep = set(z["only"])
+    if z.only:
+        keep = set(z.only)
         kept = {r.name for i, r in enumerate(rs) if i == 0 or r.name in keep or r.name.split("/")[-1] in keep}
         kept |= {r.teacher for r in rs if r.name in kept and r.teacher}  # a student needs its teacher
         unknown_ = sorted(k for k in keep if k not in {r.name for r in rs} | {r.name.split("/")[-1] for r in rs})
@@ -72,20 +73,20 @@ def _store_name(entry: dict) -> dict:
     return {"name": entry["name"]} if entry.get("custom_name") else {}
 
 
-def check_names(cfg: dict, recipes: list[dict], entries: dict[str, list[dict]]) -> None:
+def check_names(cfg: StudyConfig, recipes: list[dict], entries: dict[str, list[dict]]) -> None:
     """The one name rule (:func:`divergent.conventions.check_name`) on every name of a study that
     becomes a store entry, a split, a directory or a unit, before any unit runs; plus distinct
     model directories for the recipes (``OUT/models/<recipe>``)."""
     from ..train.trainer import safe_dirname
 
-    b = cfg["base"]
+    b = cfg.base
     items = [(r["name"], "recipe", "zoo.recipes") for r in recipes]
     items += [(r["teacher"], "teacher recipe", f"zoo.recipes ({r['name']})") for r in recipes if r.get("teacher")]
     items += [(e["name"], "zoo model", f"{key} ({e['spec']})") for key, es in entries.items() for e in es]
-    items += [(cfg["data"][k], "split", f"data.{k}") for k in ("split", "fit_on")]
-    items += [(b[k], "base model", f"base.{k}") for k in ("model", "high_accuracy") if b[k]]
-    items += [(t, "transfer task", "analysis.transfer") for t in cfg["analysis"]["transfer"]]
-    items.append((cfg["study"]["name"], "study", "study.name"))
+    items += [(cfg.data.split, "split", "data.split"), (cfg.data.fit_on, "split", "data.fit_on")]
+    items += [(v, "base model", f"base.{k}") for k, v in (("model", b.model), ("high_accuracy", b.high_accuracy)) if v]
+    items += [(t, "transfer task", "analysis.transfer") for t in cfg.analysis.transfer]
+    items.append((cfg.study.name, "study", "study.name"))
     for name, what, key in items:
         try:
             normal = check_name(name, what)
@@ -103,26 +104,26 @@ def check_names(cfg: dict, recipes: list[dict], entries: dict[str, list[dict]]) 
         dirs[d] = r["name"]
 
 
-def zoo_plan(cfg: dict) -> ZooPlan:
+def zoo_plan(cfg: StudyConfig) -> ZooPlan:
     recipes = _recipes(cfg)
-    backbones = _models(cfg["zoo"]["backbones"], cfg["zoo"]["input_size"])
+    backbones = _models(cfg.zoo.backbones, cfg.zoo.input_size)
     # zoo.input_size is the frozen backbones' resolution; pretrained models keep their own unless
     # an entry sets input_size (their heads were trained at that size)
-    pretrained = _models(cfg["zoo"]["pretrained"], 0)
+    pretrained = _models(cfg.zoo.pretrained, 0)
     check_names(cfg, recipes, {"zoo.backbones": backbones, "zoo.pretrained": pretrained})
     names = [r["name"] for r in recipes] + [b["name"] for b in backbones + pretrained]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise DivergentError(f"zoo models share names: {dups}",
                              "give backbones/pretrained entries distinct names: {model = \"SPEC\", name = \"NAME\"}")
-    base = cfg["base"]["model"] or (recipes[0]["name"] if recipes else "")
+    base = cfg.base.model or (recipes[0]["name"] if recipes else "")
     if not base:
         raise DivergentError("no base model", "set base.model, or give zoo.recipes (the first recipe is the base)")
     if base not in names:
         from ..errors import unknown
 
         raise unknown("base model (config key 'base.model')", base, names)
-    hb = cfg["base"]["high_accuracy"]
+    hb = cfg.base.high_accuracy
     if hb and hb not in names:
         from ..errors import unknown
 
@@ -150,66 +151,66 @@ def prune_store(store_path: Path, keep: list[str], log) -> list[str]:
     return extra
 
 
-def plan(cfg: dict) -> Graph:
+def plan(cfg: StudyConfig) -> Graph:
     """The unit graph of a study."""
     zp = zoo_plan(cfg)
-    d, a, seed = cfg["data"], cfg["analysis"], cfg["study"]["seed"]
+    d, a, seed = cfg.data, cfg.analysis, cfg.study.seed
     g = Graph()
-    g.add(Unit("data", "data", S + "data_unit", dict(dataset=d["dataset"], train_subset=d["train_subset"], seed=seed,
-                                                      options=d["options"]), cost=0.5))
+    g.add(Unit("data", "data", S.data_unit, dict(dataset=d.dataset, train_subset=d.train_subset, seed=seed,
+                                                 options=d.options), cost=0.5))
     models = []
     names = {r["name"] for r in zp.recipes}
     for r in zp.recipes:
         deps = ["data"] + ([f"train:{r['teacher']}"] if r.get("teacher") in names else [])
-        g.add(Unit(f"train:{r['name']}", "train", S + "train_unit", dict(recipe=r), deps=tuple(deps),
+        g.add(Unit(f"train:{r['name']}", "train", S.train_unit, dict(recipe=r), deps=tuple(deps),
                    cost=2.0 + r.get("epochs", 1)))
-        g.add(Unit(f"predict:{r['name']}", "extract", S + "predict_unit",
-                   dict(model=r["name"], dataset=d["dataset"], options=d["options"]),
+        g.add(Unit(f"predict:{r['name']}", "extract", S.predict_unit,
+                   dict(model=r["name"], dataset=d.dataset, options=d.options),
                    deps=("data", f"train:{r['name']}"), cost=0.5))
         models.append(f"predict:{r['name']}")
     for b in zp.backbones:
-        g.add(Unit(f"extract:{b['name']}", "extract", S + "extract_unit",
-                   dict(model=b["spec"], dataset=d["dataset"], options=d["options"], head="features",
+        g.add(Unit(f"extract:{b['name']}", "extract", S.extract_unit,
+                   dict(model=b["spec"], dataset=d.dataset, options=d.options, head="features",
                         input_size=b["input_size"], **_store_name(b)), deps=("data",), cost=4.0))
-        g.add(Unit(f"head:{b['name']}", "head", S + "head_unit", dict(model=b["name"], grid=a["probe_grid"], seed=seed),
+        g.add(Unit(f"head:{b['name']}", "head", S.head_unit, dict(model=b["name"], grid=a.probe_grid, seed=seed),
                    deps=("data", f"extract:{b['name']}"), cost=1.0))
         models.append(f"head:{b['name']}")
     for p in zp.pretrained:
-        g.add(Unit(f"extract:{p['name']}", "extract", S + "extract_unit",
-                   dict(model=p["spec"], dataset=d["dataset"], options=d["options"], head="logits",
+        g.add(Unit(f"extract:{p['name']}", "extract", S.extract_unit,
+                   dict(model=p["spec"], dataset=d.dataset, options=d.options, head="logits",
                         input_size=p["input_size"], **_store_name(p)), deps=("data",), cost=4.0))
         models.append(f"extract:{p['name']}")
     names = zoo_names(zp)
-    g.add(Unit("calibrate", "calibrate", S + "calibrate_unit", dict(fit_on=d["fit_on"], models=names),
+    g.add(Unit("calibrate", "calibrate", S.calibrate_unit, dict(fit_on=d.fit_on, models=names),
                deps=tuple(models), main=True, cost=0.5, optional=tuple(m for m in models if zp.base not in m)))
-    g.add(Unit("pairs", "pairs", S + "pairs_unit", dict(base=zp.base, split=d["split"], n_boot=a["n_boot"], seed=seed,
-                                                        models=names), deps=("calibrate",), cost=0.5))
-    g.add(Unit("angles", "analyses", A + "angles_unit",
-               dict(split=d["split"], groups=a["groups"], n_boot=a["n_boot"], seed=seed), deps=("pairs",), cost=0.5))
-    g.add(Unit("greedy", "analyses", A + "greedy_unit",
-               dict(high_accuracy=cfg["base"]["high_accuracy"], max_size=a["greedy_max_size"]), deps=("pairs",), cost=0.5))
+    g.add(Unit("pairs", "pairs", S.pairs_unit, dict(base=zp.base, split=d.split, n_boot=a.n_boot, seed=seed,
+                                                   models=names), deps=("calibrate",), cost=0.5))
+    g.add(Unit("angles", "analyses", A.angles_unit,
+               dict(split=d.split, groups=a.groups, n_boot=a.n_boot, seed=seed), deps=("pairs",), cost=0.5))
+    g.add(Unit("greedy", "analyses", A.greedy_unit,
+               dict(high_accuracy=cfg.base.high_accuracy, max_size=a.greedy_max_size), deps=("pairs",), cost=0.5))
     feats = []
-    if a["features"]:
+    if a.features:
         for cat in FEATURE_CATEGORIES:
-            u = g.add(Unit(f"features:{cat}", "analyses", A + "features_unit",
-                           dict(category=cat, fractions=a["feature_fractions"], seeds=a["feature_seeds"],
-                                dims_steps=a["dims_steps"], grid=a["probe_grid"]), deps=("pairs",), cost=1.5))
+            u = g.add(Unit(f"features:{cat}", "analyses", A.features_unit,
+                           dict(category=cat, fractions=a.feature_fractions, seeds=a.feature_seeds,
+                                dims_steps=a.dims_steps, grid=a.probe_grid), deps=("pairs",), cost=1.5))
             feats.append(u.id)
     tr = []
-    if a["transfer"]:
+    if a.transfer:
         kinds = {r["name"]: {"kind": "recipe"} for r in zp.recipes}
         kinds.update({b["name"]: {"kind": "backbone", "spec": b["spec"], "input_size": b["input_size"]}
                       for b in zp.backbones})
-        u = g.add(Unit("transfer", "analyses", A + "transfer_unit", dict(tasks=a["transfer"], grid=a["probe_grid"],
-                                                                        kinds=kinds),
+        u = g.add(Unit("transfer", "analyses", A.transfer_unit, dict(tasks=a.transfer, grid=a.probe_grid,
+                                                                    kinds=kinds),
                        deps=("pairs", *[f"train:{r['name']}" for r in zp.recipes]), cost=3.0,
                        optional=tuple(f"train:{r['name']}" for r in zp.recipes if r["name"] != zp.base)))
         tr.append(u.id)
-    g.add(Unit("findings", "analyses", A + "findings_unit",
-               dict(split=d["split"], n_boot=a["n_boot"], seed=seed, max_size=a["greedy_max_size"],
-                    high_accuracy=cfg["base"]["high_accuracy"]),
+    g.add(Unit("findings", "analyses", A.findings_unit,
+               dict(split=d.split, n_boot=a.n_boot, seed=seed, max_size=a.greedy_max_size,
+                    high_accuracy=cfg.base.high_accuracy),
                deps=("pairs", "greedy", *feats, *tr), cost=0.5))
-    g.add(Unit("report", "report", A + "report_unit", dict(title=cfg["study"]["description"]),
+    g.add(Unit("report", "report", A.report_unit, dict(title=cfg.study.description),
                deps=("pairs", "angles", "greedy", *feats, *tr, "findings"), cost=1.0))
     return g
 
@@ -228,14 +229,14 @@ def run_study(spec=None, out="divergent-study", *, overrides: dict | None = None
     atomic_write_text(out / "study.resolved.toml", C.dumps(cfg))
     log = setup_logging(out)
     graph = plan(cfg)
-    run = cfg["run"]
-    ex = make_executor(executor or run["executor"], workers or run["workers"])
-    log.info("config %s -> %s; %d units in stages %s", cfg.get("_origin"), out, len(graph), graph.stages())
+    run = cfg.run
+    ex = make_executor(executor or run.executor, workers or run.workers)
+    log.info("config %s -> %s; %d units in stages %s", cfg.origin, out, len(graph), graph.stages())
     prune_store(out / "store", zoo_names(zoo_plan(cfg)), log)
     t0 = time.monotonic()
-    summary = run_graph(graph, out, config=cfg, executor=ex, progress=progress, torch_threads=run["torch_threads"],
-                        device=run["device"], force=force, log=log)
-    lines = [f"study '{cfg['study']['name']}' finished in {time.monotonic() - t0:.0f}s: "
+    summary = run_graph(graph, out, config=cfg, executor=ex, progress=progress, torch_threads=run.torch_threads,
+                        device=run.device, force=force, log=log)
+    lines = [f"study '{cfg.study.name}' finished in {time.monotonic() - t0:.0f}s: "
              f"{len(summary.ran)} units ran, {len(summary.cached)} cached, {len(summary.failed)} failed, "
              f"{len(summary.skipped)} skipped"]
     for uid, err in summary.failed.items():

@@ -7,14 +7,19 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DivergentError
+from . import units as registry
 from .cache import UnitCache
 from .executors import InlineExecutor, UnitCall, UnitContext, run_unit_call
 from .graph import Graph, Unit
 from .progress import Progress, setup_logging
+
+if TYPE_CHECKING:
+    from .config import StudyConfig
 
 
 @dataclass
@@ -60,7 +65,7 @@ def commit(store_path: Path, result: dict, log) -> None:
     log.info("committed %d split(s), %d staged entr(ies), %d temperature(s)", len(splits), len(staged), len(temps))
 
 
-def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | None = None, executor=None,
+def run_graph(graph: Graph, out, *, store: Path | None = None, config: StudyConfig | None = None, executor=None,
               workers: int = 1, progress: bool | None = None, torch_threads: int = 1, device: str = "cpu",
               force: tuple[str, ...] = (), log=None) -> RunSummary:
     """Run every unit whose inputs changed (or that never finished); return what ran and what was cached."""
@@ -121,9 +126,9 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: dict | No
                     log.info("cached %s", u.id)
                     continue
                 ctx = UnitContext(unit=u.id, out=out, store=store, work=cache.work_dir(u.id, fresh=True),
-                                  deps={d: summary.results[d] for d in u.deps if d in outputs}, config=config or {},
+                                  deps={d: summary.results[d] for d in u.deps if d in outputs}, config=config,
                                   torch_threads=torch_threads, device=device)
-                call = UnitCall(u.fn, ctx, u.params)
+                call = UnitCall(u.fn, registry.modules(), ctx, u.params)
                 if u.main or isinstance(executor, InlineExecutor):
                     if running and u.main:
                         continue  # main-process units (which touch the store in place) wait for workers
@@ -178,7 +183,7 @@ def _clean_orphans(store: Path) -> None:
     """Entries staged by an interrupted run are never committed (their units rerun and stage
     again); the chunks of a resumable extraction are kept, so its unit resumes where it stopped,
     less the temporaries whose producer is gone."""
-    from ..store.store import leftovers
+    from ..store import leftovers
 
     root = Path(store) / ".staging"
     if not root.exists():

@@ -1,6 +1,8 @@
 """Unit functions of the first stages: data -> train -> extract -> head -> calibrate -> pairs.
 
-Each is ``fn(ctx, **params) -> dict`` (see executors.UnitContext). Units never write the study
+Each is ``fn(ctx, **params) -> dict`` (see executors.UnitContext), registered with
+:func:`divergent.study.units.unit` under a name and a version: bump the version when the unit's
+code or a module it declares in ``depends`` changes what it computes. Units never write the study
 store: they stage entries (``divergent.store.stage_entry``) or write files under ``ctx.work``,
 and the runner commits (splits, staged entries).
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import HOLDOUT, TEST, TRAIN
+from .units import spec, unit
 
 SPLITS = (TRAIN, HOLDOUT, TEST)
 
@@ -46,6 +49,7 @@ def images_of(ds) -> np.ndarray:
 
 # ---------------------------------------------------------------- data
 
+@unit(name="data", version=1, depends=("divergent.data",))
 def data_unit(ctx, *, dataset: str, train_subset: int, seed: int, options: dict) -> dict:
     """Register the study's splits: a stratified train subset, the holdout and test halves."""
     splits = []
@@ -73,10 +77,12 @@ def _train_index(ctx) -> np.ndarray:
 
 # ---------------------------------------------------------------- train + predict (zoo recipes)
 
+@unit(name="train", version=1, depends=("divergent.train",))
 def train_unit(ctx, *, recipe: dict) -> dict:
     """Train one recipe (resumable: train_recipe continues from its checkpoint)."""
     from ..train import Recipe, train_recipe
-    from .io import hash_file
+    from .._files import atomic_write_text
+    from .._files import sha256_file as hash_file
 
     import shutil
 
@@ -86,14 +92,21 @@ def train_unit(ctx, *, recipe: dict) -> dict:
     r = Recipe.from_dict(recipe)
     models_dir = Path(ctx.out) / "models"   # one directory, so distillation finds its teacher there
     mdir = models_dir / safe_dirname(r.name)
-    if (mdir / "model.pt").exists() and load_trained(mdir).recipe != r:
-        shutil.rmtree(mdir)  # the recipe changed since it was trained here: train it afresh
+    # the version of this unit that trains the model: a bumped version trains it afresh instead of
+    # loading the finished model (models from before versions were recorded count as current)
+    stamp, version = mdir / "unit.json", spec("train").version
+    trained_by = json.loads(stamp.read_text()).get("version") if stamp.exists() else None
+    if (mdir / "model.pt").exists() and load_trained(mdir).recipe != r or trained_by not in (None, version):
+        shutil.rmtree(mdir)  # the recipe or the training code changed since it was trained here: train it afresh
+    mdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps({"unit": "train", "version": version}))
     trained = train_recipe(r, models_dir, device=ctx.device, progress=False)
     ckpt = Path(trained.checkpoint)
     return {"model": trained.name, "dir": str(ckpt.parent), "checkpoint_sha256": hash_file(ckpt),
             "train_wall_s": float(getattr(trained, "train_wall_s", 0.0))}
 
 
+@unit(name="predict", version=1, depends=("divergent.train", "divergent.data"))
 def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
     """Logits and embeddings of a trained zoo model on the study's splits, staged for the store."""
     from ..store import stage_entry
@@ -116,6 +129,7 @@ def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
 
 # ---------------------------------------------------------------- extract (frozen backbones, pretrained)
 
+@unit(name="extract", version=1, depends=("divergent.extract", "divergent.sources", "divergent.data"))
 def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, input_size: int,
                  name: str | None = None) -> dict:
     """Extract a model on the study's splits into a private store (under `name` when the config
@@ -139,6 +153,7 @@ def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, inp
     return {"model": name, "staged": staged, "kinds": sorted(arrays)}
 
 
+@unit(name="head", version=1, depends=("divergent.probes",))
 def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> dict:
     """Fit a linear head (probes.fit_head) on a private copy of the model's embeddings; stage logits."""
     from ..store import Store, stage_entry
@@ -168,6 +183,8 @@ def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> di
 
 # ---------------------------------------------------------------- calibrate, pairs
 
+@unit(name="calibrate", version=1, depends=("divergent.analyses.calibration", "divergent.analyses._select",
+                                           "divergent.metrics.calibration", "divergent.metrics.probs"))
 def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = None) -> dict:
     """Temperature scaling of every model on the holdout (runs in the runner's process: it writes
     the temperatures into the store through the store's writer, while no unit is running)."""
@@ -184,6 +201,8 @@ def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = Non
     return {"table": str(p), "temps": temps}
 
 
+@unit(name="pairs", version=1, depends=("divergent.analyses.pairs", "divergent.analyses._select",
+                                       "divergent.metrics", "divergent.engine"))
 def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: list[str] | None = None) -> dict:
     """The pairs table (base vs every model, with intervals) and the model table."""
     from ..analyses.pairs import model_table, pairs

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_open
 from ..conventions import TRAIN
 from ..errors import DivergentError
 
@@ -81,10 +82,8 @@ def images_of(source: str, split: str, dataset: str) -> TrainImages:
             if np.array_equal(z["ids"], ids):
                 return TrainImages(dataset, split, z["images"], labels, ids)
         arr = np.stack([np.asarray(ds.raw(i), dtype=np.uint8) for i in range(len(ids))])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, images=arr, ids=ids)
-        os.replace(tmp, cache)
+        with atomic_open(cache) as f:
+            np.savez(f, images=arr, ids=ids)
     return TrainImages(dataset, split, np.ascontiguousarray(arr), labels, ids)
 
 

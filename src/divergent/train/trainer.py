@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_path, atomic_write_text
 from ..cards import ModelCard
 from ..conventions import TRAIN
 from ..errors import DivergentError, require
@@ -71,15 +72,8 @@ def _seed_for(seed: int, epoch: int) -> int:
 
 def _atomic_save(obj, path: Path) -> None:
     torch = require("torch", "torch")
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @contextlib.contextmanager
@@ -291,7 +285,7 @@ def train_recipe(recipe: Recipe, out_dir, device: str = "auto", progress: bool =
     _atomic_save({"format": FORMAT, "recipe": recipe.to_dict(), "model": state, "history": history,
                   "epoch_wall_s": epoch_wall, "head_fit_s": head_fit_s, "device": device,
                   "resumed": resumed}, final)
-    _atomic_text(json.dumps(card.to_dict(), indent=2, sort_keys=True), model_dir / "card.json")
+    atomic_write_text(model_dir / "card.json", json.dumps(card.to_dict(), indent=2, sort_keys=True))
     if ckpt_path.exists():
         ckpt_path.unlink()
     trained = load_trained(model_dir)

@@ -1,5 +1,6 @@
-"""Import other projects' prediction files: model-vs-human raw data, imagenet-testbed evaluations,
-timm's inference.py results (every output format).
+"""Import predictions (:func:`import_predictions`): this project's .npz / CSV / Parquet files
+(divergent.store.importers), or other projects' files: model-vs-human raw data, imagenet-testbed
+evaluations, timm's inference.py results (every output format).
 
 Each reader turns its files into :class:`Entry` objects (one model's arrays on one split, plus
 what a new split needs); :func:`write_entries` validates all of them against the store with the
@@ -17,8 +18,8 @@ import numpy as np
 from ...cards import ModelCard
 from ...conventions import check_name
 from ...errors import DivergentError, unknown
-from ..importers import _DryStore, _DryWriter, _check_rows, _new_split, _open_if_present, _read_card
-from ..store import Store
+from ..importers import _DryStore, _DryWriter, _check_rows, _new_split, _open_if_present, _read_card, import_file
+from ..reader import Store
 
 #: --format names -> module (each has read(path, **options) -> list[Entry])
 FORMATS = {"model-vs-human": "model_vs_human", "imagenet-testbed": "imagenet_testbed", "timm": "timm_outputs"}
@@ -38,6 +39,30 @@ class Entry:
     split_meta: dict = field(default_factory=dict)
     card: ModelCard | None = None
     meta: dict = field(default_factory=dict)
+
+
+def import_predictions(store, file, *, split: str | None = None, model: str | None = None,
+                       card: ModelCard | dict | str | None = None,
+                       renormalize: bool = False, force: bool = False, dataset: str = "",
+                       id_col: str | None = None, pred_col: str = "index", score_col: str = "prob",
+                       label_col: str | None = None, class_names: list[str] | None = None,
+                       strip_id_prefix: str | None = None, format: str | None = None,
+                       shift: str | None = None) -> dict | list[dict]:
+    """Add one model's predictions on one split from `file` (.npz, .csv, .parquet).
+
+    A split that does not exist yet is created from the file's labels, ids and class names.
+    Otherwise rows are aligned to the split by id (when the file has ids) and labels must match.
+    Nothing is created or written unless the whole import is valid. `format` reads another
+    project's files instead (:func:`import_format`; a list of {model, split, kinds}).
+    """
+    if format is not None:
+        return import_format(store, file, format=format, split=split, model=model, card=card, force=force,
+                             dataset=dataset, id_col=id_col, pred_col=pred_col, score_col=score_col,
+                             label_col=label_col, class_names=class_names, strip_id_prefix=strip_id_prefix,
+                             renormalize=renormalize, shift=shift)
+    return import_file(store, file, split=split, model=model, card=card, renormalize=renormalize, force=force,
+                       dataset=dataset, id_col=id_col, pred_col=pred_col, score_col=score_col, label_col=label_col,
+                       class_names=class_names, strip_id_prefix=strip_id_prefix)
 
 
 def import_format(store, path, *, format: str, split: str | None = None, model: str | None = None,

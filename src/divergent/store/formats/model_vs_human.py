@@ -25,7 +25,7 @@ import pandas as pd
 
 from ...cards import ModelCard
 from ...errors import DivergentError
-from ..store import NO_ANSWER
+from ..validate import NO_ANSWER
 from . import Entry
 
 COLUMNS = ("subj", "object_response", "category", "condition", "imagename")

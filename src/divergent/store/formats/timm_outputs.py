@@ -187,7 +187,7 @@ def _to_split(scores: np.ndarray, sd, path: Path) -> np.ndarray:
     """Full outputs in the split's label space: as they are, or an ImageNet-1k head's columns of the split's classes."""
     if scores.shape[1] == sd.n_classes:
         return scores
-    from ...extract.mapping import imagenet_head
+    from ...data.imagenet import imagenet_head
 
     plan = imagenet_head(scores.shape[1], None, None, None, sd.class_names)
     if plan is None:

@@ -1,9 +1,14 @@
 """The paper's five claims (Section 1) as statistics fixed before the run, with shared-resample
-bootstrap intervals and a verdict: 'holds', 'contradicted' or 'inconclusive'.
+bootstrap intervals and a verdict: 'holds', 'contradicted' or 'inconclusive' — the findings table
+that the study writes and the report renders.
 
 A verdict is 'holds' when the 95 % interval excludes zero in the paper's direction,
 'contradicted' when it excludes zero the other way, 'inconclusive' otherwise (including
 when the statistic could not be computed; the text then says why). Definitions: docs/report.md.
+
+:func:`study_findings` gathers the per-example evidence of both scopes (all models, the accuracy
+band) from a store and the study's earlier results; :func:`findings_table` turns evidence into
+the table.
 """
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..cards import CATEGORIES
+from ..conventions import N_BOOT, TEST
+from ..metrics import specialization as sm
+from ..metrics.bootstrap import percentile_interval, resample_weights
+from ..metrics.relationships import ols_slope, spearman
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = "holds", "contradicted", "inconclusive"
 #: category rank used by claim 1 (the paper's order; controls are excluded)
@@ -53,8 +62,9 @@ class Evidence:
     """Per-example inputs of the claims for one scope (all arrays are 0/1 or degrees on test).
 
     correct_base: (N,) whether the base is right; correct[m], ens_correct[m]: model m and the
-    (base, m) ensemble; category[m]: m's category vs the base. phi/outcome: angle arrays of
-    representative pairs keyed by category. greedy_correct: the greedy ensemble on test;
+    (base, m) ensemble; category[m]: m's category vs the base. phi/outcome: angles and outcome
+    codes (divergent.metrics.specialization: ONLY_A, ONLY_B, BOTH, NEITHER) of representative
+    pairs keyed by category. greedy_correct: the greedy ensemble on test;
     greedy_base_correct / greedy_base: the model the greedy ensemble starts from (the study's
     high-accuracy model, which may differ from the base of the pairs; claim 4 compares to it).
     combined_correct / single_correct: per-example correctness of the best combined and best
@@ -79,40 +89,12 @@ class Evidence:
     notes: dict[int, str] = field(default_factory=dict)
 
 
-def resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) multinomial counts: one shared set of example resamples for every model."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+#: finite bootstrap values an interval needs (fewer: no interval)
+MIN_RESAMPLES = 10
 
 
-def _ci(reps: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    reps = reps[np.isfinite(reps)]
-    if reps.size < 10:
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(reps, a)), float(np.quantile(reps, 1 - a))
-
-
-def _rank_rows(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x, axis=-1)
-
-
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=-1, keepdims=True)
-    y = y - y.mean(axis=-1, keepdims=True)
-    den = np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (x * y).sum(-1) / den, np.nan)
-
-
-def _slope_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    xc = x - x.mean(axis=-1, keepdims=True)
-    yc = y - y.mean(axis=-1, keepdims=True)
-    den = (xc * xc).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (xc * yc).sum(-1) / den, np.nan)
+def _ci(reps: np.ndarray) -> tuple[float, float]:
+    return percentile_interval(reps, min_n=MIN_RESAMPLES)
 
 
 def _pair_stats(ev: Evidence, models: list[str], W: np.ndarray | None):
@@ -145,10 +127,8 @@ def _claims_1_2(ev: Evidence, W: np.ndarray) -> list[dict]:
         r = np.array([CATEGORY_RANK[ev.category[m]] for m in ranked], dtype=np.float64)
         ei0, _ = _pair_stats(ev, ranked, None)
         ei, _ = _pair_stats(ev, ranked, W)
-        rr = _rank_rows(r)
-        est = float(_pearson_rows(rr[None, :], _rank_rows(ei0))[0])
-        reps = _pearson_rows(np.broadcast_to(rr, ei.shape), _rank_rows(ei))
-        lo, hi = _ci(reps)
+        est = float(spearman(r[None, :], ei0)[0])
+        lo, hi = _ci(spearman(np.broadcast_to(r, ei.shape), ei))
         out.append(dict(claim=1, estimate=est, lo=lo, hi=hi, n=len(ranked), reason=""))
     # claim 2
     if ev.correct_base is None or len(models) < 3:
@@ -157,19 +137,10 @@ def _claims_1_2(ev: Evidence, W: np.ndarray) -> list[dict]:
     else:
         ei0, g0 = _pair_stats(ev, models, None)
         ei, g = _pair_stats(ev, models, W)
-        est = float(_slope_rows(ei0, g0)[0])
-        lo, hi = _ci(_slope_rows(ei, g))
+        est = float(ols_slope(ei0, g0)[0])
+        lo, hi = _ci(ols_slope(ei, g))
         out.append(dict(claim=2, estimate=est, lo=lo, hi=hi, n=len(models), reason=""))
     return out
-
-
-def _separation(phi: np.ndarray, outcome: np.ndarray, W: np.ndarray | None) -> np.ndarray:
-    a = (outcome == "only_a").astype(np.float64)
-    b = (outcome == "only_b").astype(np.float64)
-    if W is None:
-        W = np.ones((1, phi.size))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (W @ (phi * a)) / (W @ a) - (W @ (phi * b)) / (W @ b)
 
 
 def most_different(categories) -> str | None:
@@ -182,10 +153,10 @@ def _claim_3(ev: Evidence, W: np.ndarray) -> dict:
     if "reinit" not in ev.phi or far is None:
         return dict(claim=3, estimate=np.nan, lo=np.nan, hi=np.nan, n=len(ev.phi),
                     reason="needs angle data for a reinit pair and a pair of a more different category")
-    s_far = _separation(ev.phi[far], ev.outcome[far], W)
-    s_re = _separation(ev.phi["reinit"], ev.outcome["reinit"], W)
-    est = float((_separation(ev.phi[far], ev.outcome[far], None)
-                 - _separation(ev.phi["reinit"], ev.outcome["reinit"], None))[0])
+    s_far = sm.resampled_scores(ev.phi[far], ev.outcome[far], W)
+    s_re = sm.resampled_scores(ev.phi["reinit"], ev.outcome["reinit"], W)
+    est = float((sm.resampled_scores(ev.phi[far], ev.outcome[far])
+                 - sm.resampled_scores(ev.phi["reinit"], ev.outcome["reinit"]))[0])
     lo, hi = _ci(s_far - s_re)
     return dict(claim=3, estimate=est, lo=lo, hi=hi, n=2, reason="", far=far)
 
@@ -204,10 +175,10 @@ def _diff_claim(claim: int, a: np.ndarray | None, b: np.ndarray | None, W: np.nd
     return dict(claim=claim, estimate=est, lo=lo, hi=hi, n=d.size, reason="")
 
 
-def claim_statistics(ev: Evidence, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def claim_statistics(ev: Evidence, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
     """Point estimates and 95 % percentile intervals of the five statistics for one scope."""
     out = []
-    W = resample_weights(ev.correct_base.size, n_boot, seed) if ev.correct_base is not None else None
+    W = resample_weights(ev.correct_base.size, n_boot=n_boot, seed=seed) if ev.correct_base is not None else None
     if W is not None:
         out += _claims_1_2(ev, W)
         out.append(_claim_3(ev, W) if ev.phi else dict(claim=3, estimate=np.nan, lo=np.nan, hi=np.nan, n=0,
@@ -218,7 +189,7 @@ def claim_statistics(ev: Evidence, n_boot: int = 1000, seed: int = 0) -> list[di
     start = ev.greedy_base_correct if ev.greedy_base_correct is not None else ev.correct_base
     out.append(_diff_claim(4, ev.greedy_correct, start, W,
                            "no greedy ensemble of the base with lower-accuracy models"))
-    Wd = (resample_weights(ev.combined_correct.size, n_boot, seed + 1)
+    Wd = (resample_weights(ev.combined_correct.size, n_boot=n_boot, seed=seed + 1)
           if ev.combined_correct is not None else None)
     out.append(_diff_claim(5, ev.combined_correct, ev.single_correct, Wd,
                            "no feature-combination or stacked-transfer result"))
@@ -255,7 +226,7 @@ def describe(claim: int, scope: str, est: float, lo: float, hi: float, v: str, n
     return f"{lead} {where}: {body}."
 
 
-def findings_table(evidence: dict[str, Evidence], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def findings_table(evidence: dict[str, Evidence], n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """One row per (claim, scope): statistic, estimate, lo, hi, verdict, plain-language text."""
     rows = []
     for scope, ev in evidence.items():
@@ -284,3 +255,89 @@ def make_row(claim: int, scope: str, estimate: float, lo: float, hi: float, n: i
     return dict(claim=claim, scope=scope, paper=paper, statistic=statistic, estimate=float(estimate),
                 lo=float(lo), hi=float(hi), direction=direction, n=int(n), verdict=v,
                 reason=reason or "", text=describe(claim, scope, estimate, lo, hi, v, n, reason, extra))
+
+
+# ---- the evidence of one study ------------------------------------------------------------------
+
+def scope_evidence(store, pairs: pd.DataFrame, base: str, models: list[str], split: str = TEST, *,
+             greedy_members: list[str] | None = None, features: list[dict] = (), transfer: dict | None = None
+             ) -> Evidence:
+    """The per-example evidence of one scope: the base's pairs with `models` (pairs table rows with a
+    finite ensemble accuracy), the representative pairs' angles, the greedy ensemble `greedy_members`
+    (its first member is the model it starts from) and the best single / combined embeddings (the
+    study's feature and transfer results: dicts with 'best' (.npz of per-example correctness),
+    'single', 'combined' and, for features, 'combined_holdout')."""
+    from .ensembles import members_correct, representatives
+    from .pairs import pair_outcome_codes
+    from .specialization import top1
+
+    ev = Evidence()
+    bp = pairs[(pairs["model_a"] == base) & pairs["model_b"].isin(models)]
+    bp = bp[np.isfinite(bp["ensemble_acc"].astype(float))]
+    plist = [(base, m) for m in bp["model_b"]]
+    if plist:
+        oc = pair_outcome_codes(store, plist, split=split, calibrated=True)
+        for (a, m), df in oc.items():
+            ev.correct_base = df["a_correct"].to_numpy()
+            ev.correct[m] = df["b_correct"].to_numpy()
+            ev.ens_correct[m] = df["ensemble_correct"].to_numpy()
+        ev.category = dict(zip(bp["model_b"], bp["category"]))
+    acc = dict(zip(bp["model_b"], bp["acc_b"]))
+    acc[base] = float(bp["acc_a"].iloc[0]) if len(bp) else np.nan
+    reps = representatives(pairs, base, acc, models=list(bp["model_b"]))
+    labels = np.asarray(store.split(split).labels)
+    pred: dict[str, np.ndarray] = {}  # top-1 classes by the calibrated probabilities
+    if reps:
+        pa, ca = top1(store, base, split, calibrated=True)
+        pred[base] = pa
+        for cat, m in reps.items():
+            pb, cb = top1(store, m, split, calibrated=True)
+            ev.phi[cat] = sm.confidence_angle(ca, cb)
+            ev.outcome[cat] = sm.outcome_codes(pa == labels, pb == labels)
+            ev.rep_model[cat] = m
+    if greedy_members:
+        def correct(m):
+            if m not in pred:
+                pred[m] = top1(store, m, split, calibrated=True)[0]
+            return labels == pred[m]
+
+        if ev.correct_base is None:
+            ev.correct_base = correct(base)
+        # claim 4 compares the ensemble with the model it starts from (the high-accuracy model)
+        ev.greedy_base = greedy_members[0]
+        ev.greedy_base_correct = ev.correct_base if greedy_members[0] == base else correct(greedy_members[0])
+        ev.greedy_correct = (members_correct(store, greedy_members, split) if len(greedy_members) > 1
+                             else ev.greedy_base_correct)
+        ev.greedy_members = greedy_members[1:]
+    cands = [f for f in features if "best" in f]
+    if transfer and "best" in transfer:
+        cands.append({**transfer, "single_holdout": 0, "combined_holdout": 0, "_transfer": True})
+    if cands:
+        # prefer the downstream (stacked transfer) result; else the best feature combination by holdout
+        pick = next((c for c in cands if c.get("_transfer")), None) or max(cands, key=lambda c: c["combined_holdout"])
+        z = np.load(pick["best"])
+        ev.single_correct, ev.combined_correct = z["single"], z["combined"]
+        ev.single_name, ev.combined_name = pick["single"], pick["combined"]
+    return ev
+
+
+def study_findings(store, pairs: pd.DataFrame, base: str, acc: dict[str, float], band: tuple[float, float], *,
+                   split: str = TEST, greedy_members: list[str] | None = None, high_accuracy: str = "",
+                   max_size: int = 4, features: list[dict] = (), transfer: dict | None = None,
+                   n_boot: int = N_BOOT, seed: int = 0) -> tuple[pd.DataFrame, int]:
+    """The findings table of a study in both scopes: "all" (every model; the study's greedy run
+    `greedy_members`) and "band" (models whose test accuracy `acc` lies in `band`; a greedy run of
+    the high-accuracy model over the lower-accuracy models in the band). Returns the table and the
+    number of models in the band."""
+    from ._select import as_store
+    from .ensembles import lower_accuracy_greedy
+
+    store = as_store(store)
+    all_models = [m for m in acc if m != base]
+    in_band = [m for m in all_models if band[0] <= acc[m] <= band[1]]
+    cats = dict(zip(pairs["model_b"], pairs["category"]))
+    _, band_members, _ = lower_accuracy_greedy(store, high_accuracy or base, in_band, max_size=max_size, cats=cats)
+    kw = dict(features=list(features), transfer=transfer)
+    ev = {"all": scope_evidence(store, pairs, base, all_models, split, greedy_members=greedy_members, **kw),
+          "band": scope_evidence(store, pairs, base, in_band, split, greedy_members=band_members, **kw)}
+    return findings_table(ev, n_boot=n_boot, seed=seed), len(in_band)

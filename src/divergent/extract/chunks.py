@@ -1,8 +1,9 @@
-"""Resumable chunk staging for one (model, split) extraction under STORE/.staging/extract/.
+"""The resumable chunks of one (model, split) extraction, in its folder under STORE/.staging/extract/
+(divergent.store.extract_job_dir).
 
 Each chunk file holds the head outputs and embeddings of a contiguous run of examples
-``[start, start + count)`` and the batch size that produced them; files are written to a
-temporary name marked with the writing process (divergent.store._io.temp_name) and renamed, so a
+``[start, start + count)`` and the batch size that produced them; files are written atomically
+(divergent._files: a temporary marked with the writing process, fsynced, renamed), so a
 kill -9 leaves either a whole chunk or none, plus at most a temporary that any later process can
 tell is a leftover. Chunks and job.json are never leftovers: they are what a rerun resumes from.
 A resumed run reuses the recorded batch size, so on CPU it recomputes exactly the batches an
@@ -10,26 +11,24 @@ uninterrupted run would have computed (bit-identical arrays).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..store._io import crash_point, open_temp, temp_is_leftover
+from .._files import atomic_open, atomic_write_text, sha256_bytes, temp_is_leftover
 
 
 def fingerprint(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode())[:16]
 
 
 class ChunkDir:
-    """The staging folder of one extraction job."""
+    """The chunk folder of one extraction job (`path`: divergent.store.extract_job_dir)."""
 
-    def __init__(self, store_path, key: str, fp: str):
-        self.path = Path(store_path) / ".staging" / "extract" / key
+    def __init__(self, path, fp: str):
+        self.path = Path(path)
         self.fp = fp
 
     def open(self) -> list[dict]:
@@ -44,12 +43,9 @@ class ChunkDir:
                 shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
         if not meta.exists():
-            tmp, fd = open_temp(meta)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps({"fingerprint": self.fp}))
-            os.replace(tmp, meta)
+            atomic_write_text(meta, json.dumps({"fingerprint": self.fp}))
         for junk in self.path.glob(".*.tmp"):  # temporaries of killed runs (never a live one's)
-            if temp_is_leftover(junk, writer_area=False, lock_held=False):
+            if temp_is_leftover(junk):
                 junk.unlink(missing_ok=True)
         chunks, end = [], 0
         for f in sorted(self.path.glob("chunk-*.npz")):
@@ -74,17 +70,8 @@ class ChunkDir:
         arrays = {"start": np.int64(start), "count": np.int64(len(emb)), "batch_size": np.int64(batch_size), "emb": emb}
         if head is not None:
             arrays["head"] = head
-        tmp, fd = open_temp(final)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            crash_point("chunk-written")
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_open(final, point="chunk-written") as f:
+            np.savez(f, **arrays)
         return final
 
     def load(self, chunks: list[dict]) -> tuple[np.ndarray | None, np.ndarray]:
