@@ -30,13 +30,20 @@ def scaled_logits(x: np.ndarray, kind: str, temperature: float) -> np.ndarray:
     return z
 
 
-def block_probs(x: np.ndarray, kind: str, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(p, m, s) of a block of rows: p bitwise equal to reference_probs; m row max of z; s row sum."""
+def block_exp(x: np.ndarray, kind: str, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(e, m, s) of a block of rows: e = exp(z - m) as the reference computes it before dividing by
+    the row sum s; m the row max of z."""
     z = scaled_logits(np.asarray(x), kind, temperature)
     m = z.max(axis=1)
     z -= m[:, None]
     np.exp(z, out=z)
     s = z.sum(axis=1)
+    return z, m, s
+
+
+def block_probs(x: np.ndarray, kind: str, temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, m, s) of a block of rows: p bitwise equal to reference_probs; m row max of z; s row sum."""
+    z, m, s = block_exp(x, kind, temperature)
     z /= s[:, None]
     return z, m, s
 
