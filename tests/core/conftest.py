@@ -12,11 +12,11 @@ def make_logits(rng, y, c, skill, shared):
     return z.astype(np.float32)
 
 
-@pytest.fixture
-def toy_store(tmp_path):
+def build_toy_store(root):
+    """Three correlated models m0, m1, m2 (skills 1.0, 1.5, 2.0) on holdout and test, 600 x 5."""
     rng = np.random.default_rng(0)
     n, c = 600, 5
-    st = Store.create(tmp_path / "store")
+    st = Store.create(root)
     with st.writer() as w:
         for split in ("holdout", "test"):
             y = rng.integers(0, c, n)
@@ -26,3 +26,8 @@ def toy_store(tmp_path):
             for i, skill in enumerate([1.0, 1.5, 2.0]):
                 w.put(f"m{i}", split, logits=make_logits(rng, y, c, skill, shared))
     return st
+
+
+@pytest.fixture
+def toy_store(tmp_path):
+    return build_toy_store(tmp_path / "store")

@@ -21,25 +21,11 @@ def template(tmp_path_factory):
     """A calibrated store of three correlated models whose pair cache is warm (synthetic scores)."""
     import importlib.util
 
-    from divergent.store import Store
-
     spec = importlib.util.spec_from_file_location("core_conftest", Path(__file__).with_name("conftest.py"))
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
-    make_logits = helpers.make_logits
-
     root = tmp_path_factory.mktemp("corruptions") / "S"
-    rng = np.random.default_rng(0)
-    n, c = 600, 5
-    st = Store.create(root)
-    with st.writer() as w:
-        for split in ("holdout", "test"):
-            y = rng.integers(0, c, n)
-            w.add_split(split, labels=y, class_names=[f"c{i}" for i in range(c)],
-                        ids=[f"{split}/{i:04d}" for i in range(n)], dataset="toy")
-            shared = rng.normal(size=(n, c))
-            for i, skill in enumerate([1.0, 1.5, 2.0]):
-                w.put(f"m{i}", split, logits=make_logits(rng, y, c, skill, shared))
+    helpers.build_toy_store(root)
     assert main(["calibrate", str(root), "--fit-on", "holdout"]) == 0
     assert main(["pairs", str(root), *PAIRS, "--out", str(root.parent / "pairs.csv")]) == 0
     assert len(list((root / "cache" / "pairs" / "test").glob("*.bin"))) == 2

@@ -94,6 +94,19 @@ def _set_ensemble_bit(codes: np.ndarray, rows: np.ndarray, ens: np.ndarray, labe
     codes[rows] = (codes[rows] & np.uint8(0x0B)) | ((ens == labels[rows]).astype(np.uint8) * np.uint8(4))
 
 
+def _finish_rows(pa: PreparedModel, pb: PreparedModel, codes: np.ndarray, rows: np.ndarray, ens: np.ndarray,
+                 ok: np.ndarray) -> int:
+    """Tier 3 and the ensemble bit: the rows tier 2 could not certify (`~ok`) get the ensemble's
+    argmax from full rows; every row of `rows` then gets its ensemble-correct bit. Returns how many
+    rows needed full rows."""
+    rows3 = rows[~ok]
+    if rows3.size:
+        ens = ens.copy()
+        ens[~ok] = ensemble_argmax_rows(pa, pb, rows3)
+    _set_ensemble_bit(codes, rows, ens, pa.labels)
+    return int(rows3.size)
+
+
 def pair_codes(pa: PreparedModel, pb: PreparedModel, check: bool = True) -> tuple[np.ndarray, int, int]:
     """(codes, n_gather, n_fallback) of the pair; codes bitwise equal to the reference decisions."""
     if check:
@@ -117,12 +130,8 @@ def pair_codes(pa: PreparedModel, pb: PreparedModel, check: bool = True) -> tupl
         ok = okb.astype(bool)
     else:
         ens, ok = _tier2_numpy(pa, pb, rows)
-    rows3 = rows[~ok]
-    if rows3.size:
-        ens = ens.copy()
-        ens[~ok] = ensemble_argmax_rows(pa, pb, rows3)
-    _set_ensemble_bit(codes, rows, ens, pa.labels)
-    return codes, int(ok.sum()), int(rows3.size)
+    n3 = _finish_rows(pa, pb, codes, rows, ens, ok)
+    return codes, int(ok.sum()), n3
 
 
 def _resolve_open(pa: PreparedModel, pb: PreparedModel, codes: np.ndarray) -> tuple[int, int, np.ndarray]:
@@ -130,12 +139,8 @@ def _resolve_open(pa: PreparedModel, pb: PreparedModel, codes: np.ndarray) -> tu
     in numpy, then full rows. Returns (tier-2 certified, full rows, code counts of those examples)."""
     rows = np.flatnonzero(codes & kernels.NEEDS_TIER2)
     ens, ok = _tier2_numpy(pa, pb, rows)
-    rows3 = rows[~ok]
-    if rows3.size:
-        ens = ens.copy()
-        ens[~ok] = ensemble_argmax_rows(pa, pb, rows3)
-    _set_ensemble_bit(codes, rows, ens, pa.labels)
-    return int(ok.sum()), int(rows3.size), np.bincount(codes[rows], minlength=16)
+    n3 = _finish_rows(pa, pb, codes, rows, ens, ok)
+    return int(ok.sum()), n3, np.bincount(codes[rows], minlength=16)
 
 
 #: examples per task of the all-pairs pass: every pair runs over these examples before the next

@@ -166,3 +166,53 @@ def dims_to_target(curve, target: float, metric: str = "accuracy"):
                          dims=float(hit.dims.iloc[0]) if not hit.empty else float("nan"),
                          best=float(g[metric].max()), max_dims_tested=int(g.dims.max())))
     return pd.DataFrame(rows)
+
+
+def pair_feature_study(store, base: str, other: str, *, category: str, fractions, seeds, dims_steps, grid,
+                       fit_on: str = TRAIN, select_on: str = HOLDOUT, split: str = TEST):
+    """Section 4.6 for one pair, as the study reports it: random-subset combination at a fixed
+    budget (feature_combination), the variance-ranked dims curve (ranked_features), and the best
+    single and best combined probe chosen on `select_on` (ties to the later name).
+
+    Returns (combination rows, dims-curve rows, best) where best holds the names, holdout scores
+    and per-example correctness on `split` of the best single and best combined embeddings."""
+    import pandas as pd
+
+    from .transfer import transfer
+
+    from ..metrics.ranking import top1_correct
+
+    store = as_store(store)
+    y = np.asarray(store.split(split).labels)
+
+    def correct(z):
+        return top1_correct(z, y)
+
+    kw = dict(fit_on=fit_on, select_on=select_on, split=split, grid=grid, warn=False)
+    # whole embeddings: base, other and their full concatenation
+    whole, wz = transfer(store, [base, other], task=None, pairs=True, return_scores=True, **kw)
+    hold = dict(zip(whole["models"], whole["select_score"].astype(float)))
+    cands = {"base": (hold[base], correct(wz[base])), "other": (hold[other], correct(wz[other])),
+             "concat": (hold[f"{base}+{other}"], correct(wz[f"{base}+{other}"]))}
+    fc, fz = feature_combination(store, base, other, rates=[float(p) for p in fractions],
+                                 seeds=[int(s) for s in seeds], return_scores=True, **kw)
+    for r, z in zip(fc.itertuples(), fz):
+        if 0 < r.p < 1:
+            cands[f"mix{r.p:.2f}s{r.seed}"] = (float(r.select_accuracy), correct(z))
+    rows = pd.DataFrame({"model_a": base, "model_b": other, "category": category, "fraction_a": fc["p"].astype(float),
+                         "seed": fc["seed"].astype(int), "n_dims": fc["dims"].astype(int),
+                         "holdout_accuracy": fc["select_accuracy"].astype(float),
+                         "accuracy": fc["accuracy"].astype(float), "lam": fc["lam"].astype(float)})
+    total = int(store.array(base, split, "features").shape[1] + store.array(other, split, "features").shape[1])
+    dims = sorted({int(v) for v in dims_steps if 1 <= int(v) <= total} | {total})
+    rc = ranked_features(store, base, other, rankings=("variance",), dims=dims, **kw)
+    drows = pd.DataFrame({"model_a": base, "model_b": other, "category": category, "n_dims": rc["dims"].astype(int),
+                          "n_a": rc["n_a"].astype(int), "n_b": rc["n_b"].astype(int),
+                          "holdout_accuracy": rc["select_accuracy"].astype(float),
+                          "accuracy": rc["accuracy"].astype(float), "lam": rc["lam"].astype(float)})
+    single = max(("base", "other"), key=lambda k: (cands[k][0], k))
+    combined = max((k for k in cands if k not in ("base", "other")), key=lambda k: (cands[k][0], k))
+    best = dict(single=base if single == "base" else other, single_holdout=cands[single][0],
+                single_correct=cands[single][1], combined=f"{base}+{other} ({combined})",
+                combined_holdout=cands[combined][0], combined_correct=cands[combined][1])
+    return rows, drows, best

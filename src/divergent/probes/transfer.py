@@ -21,7 +21,7 @@ import numpy as np
 from ..analyses._select import as_store
 from ..conventions import HOLDOUT, TEST, TRAIN, check_fit_split
 from ..errors import DivergentError
-from ..metrics.ranking import voc07_map, voc_map
+from ..metrics.ranking import top1_correct, voc07_map, voc_map
 from ._io import embeddings, split_data, stratified_subset, targets
 from .lbfgs import sweep_probe
 
@@ -96,3 +96,33 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
         for ma, mb in itertools.combinations(models, 2):
             rows += evaluate([ma, mb])
     return (pd.DataFrame(rows), scores) if return_scores else pd.DataFrame(rows)
+
+
+#: the probe metric reported per downstream task kind (multi-label: the paper's VOC 2007 11-point mAP)
+TRANSFER_METRIC = {False: "accuracy", True: "map11"}
+
+
+def transfer_rows(tab, scores: dict, *, task: str, upstream_acc: dict, labels) -> tuple[list[dict], dict | None]:
+    """The study's rows of one downstream task from `transfer(..., return_scores=True)`: one per
+    single or stacked embedding with its score in the task's metric (top-1 accuracy; VOC 2007
+    11-point mAP for multi-label tasks), holdout score, mean upstream accuracy of its members, dims
+    and lambda; and, for a single-label task, the best single and best stacked embeddings by holdout
+    score (ties to the earlier embedding) with their per-example correctness on `labels`."""
+    multilabel = bool(tab["metric"].isin(["map11", "map_all"]).any())
+    metric = TRANSFER_METRIC[multilabel]
+    t = tab[tab["metric"] == metric]
+    rows = []
+    for r in t.itertuples():
+        members = r.models.split("+")
+        rows.append(dict(embedding=r.models, kind="single" if r.kind == "single" else "stacked", task=task,
+                         metric=metric, score=float(r.value), holdout_score=float(r.select_score),
+                         upstream_acc=float(np.mean([upstream_acc[m] for m in members])), dims=int(r.dims),
+                         lam=float(r.lam)))
+    best = None
+    if not multilabel:
+        pick = {k: t[t["kind"] == k] for k in ("single", "pair")}
+        if all(len(v) for v in pick.values()):
+            s, c = (v.loc[v["select_score"].astype(float).idxmax(), "models"] for v in pick.values())
+            best = dict(task=task, single=s, combined=c, single_correct=top1_correct(scores[s], labels),
+                        combined_correct=top1_correct(scores[c], labels))
+    return rows, best

@@ -79,18 +79,13 @@ def greedy_unit(ctx, *, high_accuracy: str, max_size: int) -> dict:
 
 # ---------------------------------------------------------------- feature combination (Fig. 6)
 
-def _correct(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.asarray(scores).argmax(1) == np.asarray(labels)
-
-
 @unit(name="features", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
                                           "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking"))
 def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_steps: list, grid: list) -> dict:
     """Random-subset combination at a fixed budget (probes.feature_combination) and the
     variance-ranked dims curve (probes.ranked_features) for the base and the representative of one
     category; the best single and best combined probes (by holdout) for the findings."""
-    from ..probes.features import feature_combination, ranked_features
-    from ..probes.transfer import transfer
+    from ..probes.features import pair_feature_study
     from ..store import Store
 
     store = Store.open(ctx.store)
@@ -102,46 +97,19 @@ def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_step
         for s in (TRAIN, HOLDOUT, TEST):
             if not store.has(m, s, "features"):
                 return {"skipped": f"{m!r} has no embeddings on {s!r}"}
-    y_test = np.asarray(store.split(TEST).labels)
-    kw = dict(fit_on=TRAIN, select_on=HOLDOUT, split=TEST, grid=grid, warn=False)
-    # whole embeddings: base, other and their full concatenation
-    whole, wz = transfer(store, [base, other], task=None, pairs=True, return_scores=True, **kw)
-    hold = dict(zip(whole["models"], whole["select_score"].astype(float)))
-    cands = {"base": (hold[base], _correct(wz[base], y_test)), "other": (hold[other], _correct(wz[other], y_test)),
-             "concat": (hold[f"{base}+{other}"], _correct(wz[f"{base}+{other}"], y_test))}
-    fc, fz = feature_combination(store, base, other, rates=[float(p) for p in fractions],
-                                 seeds=[int(s) for s in seeds], return_scores=True, **kw)
-    for r, z in zip(fc.itertuples(), fz):
-        if 0 < r.p < 1:
-            cands[f"mix{r.p:.2f}s{r.seed}"] = (float(r.select_accuracy), _correct(z, y_test))
-    rows = pd.DataFrame({"model_a": base, "model_b": other, "category": category, "fraction_a": fc["p"].astype(float),
-                         "seed": fc["seed"].astype(int), "n_dims": fc["dims"].astype(int),
-                         "holdout_accuracy": fc["select_accuracy"].astype(float),
-                         "accuracy": fc["accuracy"].astype(float), "lam": fc["lam"].astype(float)})
-    total = int(store.array(base, TEST, "features").shape[1] + store.array(other, TEST, "features").shape[1])
-    dims = sorted({int(v) for v in dims_steps if 1 <= int(v) <= total} | {total})
-    rc = ranked_features(store, base, other, rankings=("variance",), dims=dims, **kw)
-    drows = pd.DataFrame({"model_a": base, "model_b": other, "category": category, "n_dims": rc["dims"].astype(int),
-                          "n_a": rc["n_a"].astype(int), "n_b": rc["n_b"].astype(int),
-                          "holdout_accuracy": rc["select_accuracy"].astype(float),
-                          "accuracy": rc["accuracy"].astype(float), "lam": rc["lam"].astype(float)})
-    single = max(("base", "other"), key=lambda k: (cands[k][0], k))
-    combined = max((k for k in cands if k not in ("base", "other")), key=lambda k: (cands[k][0], k))
+    rows, drows, best = pair_feature_study(store, base, other, category=category, fractions=fractions, seeds=seeds,
+                                           dims_steps=dims_steps, grid=grid)
     w = Path(ctx.work)
     rows.to_parquet(w / "feature_combination.parquet", index=False)
     drows.to_parquet(w / "dims_curve.parquet", index=False)
-    np.savez(w / "best.npz", single=cands[single][1], combined=cands[combined][1])
+    np.savez(w / "best.npz", single=best["single_correct"], combined=best["combined_correct"])
     return {"feature_combination": str(w / "feature_combination.parquet"), "dims_curve": str(w / "dims_curve.parquet"),
             "best": str(w / "best.npz"), "model_b": other, "category": category,
-            "single": base if single == "base" else other, "single_holdout": cands[single][0],
-            "combined": f"{base}+{other} ({combined})", "combined_holdout": cands[combined][0]}
+            "single": best["single"], "single_holdout": best["single_holdout"],
+            "combined": best["combined"], "combined_holdout": best["combined_holdout"]}
 
 
 # ---------------------------------------------------------------- downstream transfer (Fig. 7)
-
-#: the probe metric reported per downstream task kind (multi-label: the paper's VOC 2007 11-point mAP)
-TRANSFER_METRIC = {False: "accuracy", True: "map11"}
-
 
 def _downstream_embeddings(ctx, model: str, task: str, ds, split: str, kind: dict) -> np.ndarray:
     """Embeddings of a study model on a downstream split (trained zoo model or frozen backbone)."""
@@ -205,7 +173,7 @@ def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
     one model per category on downstream tasks never seen upstream; single-label tasks report top-1
     accuracy, multi-label tasks (digit mosaics) VOC 2007 11-point mAP. The best single and best
     stacked embeddings (by holdout) of the first single-label task feed claim 5."""
-    from ..probes.transfer import transfer
+    from ..probes.transfer import transfer, transfer_rows
 
     pairs, base, acc, reps = load_representatives(ctx)
     models = [m for m in [base, *[m for m in reps.values() if m != base]] if m in kinds]
@@ -216,22 +184,11 @@ def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
         if not ok:
             continue
         tab, z = transfer(st, ok, task=task, pairs=True, grid=grid, warn=False, return_scores=True)
-        multilabel = bool(tab["metric"].isin(["map11", "map_all"]).any())
-        metric = TRANSFER_METRIC[multilabel]
-        for r in tab[tab["metric"] == metric].itertuples():
-            members = r.models.split("+")
-            rows.append(dict(embedding=r.models, kind="single" if r.kind == "single" else "stacked", task=task,
-                             metric=metric, score=float(r.value), holdout_score=float(r.select_score),
-                             upstream_acc=float(np.mean([acc[m] for m in members])), dims=int(r.dims), lam=float(r.lam)))
-        if best is None and not multilabel:
-            y = np.asarray(st.split(f"{task}/{TEST}").labels)
-            t = tab[tab["metric"] == metric]
-            # the highest holdout score; ties to the earlier embedding (base first, then by category)
-            pick = {k: t[t["kind"] == k] for k in ("single", "pair")}
-            if all(len(v) for v in pick.values()):
-                s, c = (v.loc[v["select_score"].astype(float).idxmax(), "models"] for v in pick.values())
-                best = dict(task=task, single=s, combined=c, single_correct=_correct(z[s], y),
-                            combined_correct=_correct(z[c], y))
+        task_rows, task_best = transfer_rows(tab, z, task=task, upstream_acc=acc,
+                                             labels=np.asarray(st.split(f"{task}/{TEST}").labels))
+        rows += task_rows
+        if best is None:
+            best = task_best
     w = Path(ctx.work)
     pd.DataFrame(rows).to_parquet(w / "transfer.parquet", index=False)
     out = {"transfer": str(w / "transfer.parquet")}
