@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def test_half(fmnist_dir):
+def fmnist_test_half(fmnist_dir):
     x, y = eval_split("fashion-mnist", "test")
     return x[:300], y[:300]
 
@@ -32,8 +32,8 @@ def _weights(trained):
     return ck["model"]
 
 
-def test_same_seed_same_predictions(tmp_path, test_half):
-    x, _ = test_half
+def test_same_seed_same_predictions(tmp_path, fmnist_test_half):
+    x, _ = fmnist_test_half
     a = train_recipe(tiny(), tmp_path / "a", device="cpu", progress=False)
     b = train_recipe(tiny(), tmp_path / "b", device="cpu", progress=False)
     la, fa = predict(a, x)
@@ -76,8 +76,8 @@ def test_never_trains_on_holdout_or_test(tmp_path, fmnist_dir):
             train_data.load_split("fashion-mnist", split)
 
 
-def test_quick_training_beats_chance(tmp_path, test_half):
-    x, y = test_half
+def test_quick_training_beats_chance(tmp_path, fmnist_test_half):
+    x, y = fmnist_test_half
     r = tiny(name="test/quick", limit=2048, epochs=1, augment="none", dropout=0.0, width=1.0, batch_size=128)
     trained = train_recipe(r, tmp_path, device="cpu", progress=False)
     acc = float((predict(trained, x)[0].argmax(1) == y).mean())
@@ -87,8 +87,8 @@ def test_quick_training_beats_chance(tmp_path, test_half):
 
 
 @pytest.mark.parametrize("objective", ["contrastive", "autoencoder", "masked-image", "distillation"])
-def test_framework_objectives_train_and_get_a_head(tmp_path, test_half, objective):
-    x, y = test_half
+def test_framework_objectives_train_and_get_a_head(tmp_path, fmnist_test_half, objective):
+    x, y = fmnist_test_half
     extra = {"teacher": "test/teacher"} if objective == "distillation" else {}
     if objective == "distillation":
         train_recipe(tiny(name="test/teacher", epochs=1, limit=1024, augment="none", dropout=0.0), tmp_path,
@@ -103,8 +103,8 @@ def test_framework_objectives_train_and_get_a_head(tmp_path, test_half, objectiv
     assert float((logits.argmax(1) == y).mean()) > 0.3
 
 
-def test_predict_accepts_channel_last_and_rejects_wrong_size(tmp_path, test_half):
-    x, _ = test_half
+def test_predict_accepts_channel_last_and_rejects_wrong_size(tmp_path, fmnist_test_half):
+    x, _ = fmnist_test_half
     trained = train_recipe(tiny(epochs=1, limit=128), tmp_path, device="cpu", progress=False)
     a = predict(trained, x[:20])[0]
     b = predict(trained, x[:20, :, :, None])[0]
