@@ -13,11 +13,11 @@ from .lock import WriterLock, lock_wait, wait_for_writer, writer_wait
 from .manifest import KINDS, SplitData
 from .migrate import SCHEMA_VERSION
 from .reader import Store
-from .staging import stage_entry, staged_entries
+from .staging import discard_staged, stage_entry, staged_entries
 from .validate import NO_ANSWER
 from .verify import VerifyReport, verify_store
 from .writer import Writer
 
-__all__ = ["align_ids", "DerivedCache", "extract_job_dir", "leftovers", "remove_leftovers", "WriterLock",
+__all__ = ["align_ids", "DerivedCache", "discard_staged", "extract_job_dir", "leftovers", "remove_leftovers", "WriterLock",
            "lock_wait", "wait_for_writer", "writer_wait", "KINDS", "SplitData", "SCHEMA_VERSION", "Store",
            "stage_entry", "staged_entries", "NO_ANSWER", "VerifyReport", "verify_store", "Writer"]

@@ -91,3 +91,23 @@ def remove_committed(stage: Path) -> None:
     except OSError:
         return
     shutil.rmtree(done, ignore_errors=True)
+
+
+def discard_staged(store_path) -> None:
+    """Drop every staged entry, pending or not (a study restart: its units rerun and stage again),
+    keeping the chunks of resumable extractions less the temporaries whose producer is gone."""
+    from .cleanup import leftovers
+
+    root = Path(store_path) / STAGING
+    if not root.exists():
+        return
+    for p in root.iterdir():
+        if p.name == EXTRACT:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for p, _why in leftovers(store_path):
+        if root in p.parents and not p.is_dir():
+            p.unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 executor, and is the store's one writer (it commits what units staged)."""
 from __future__ import annotations
 
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -181,20 +180,7 @@ def run_graph(graph: Graph, out, *, store: Path | None = None, config: StudyConf
 
 def _clean_orphans(store: Path) -> None:
     """Entries staged by an interrupted run are never committed (their units rerun and stage
-    again); the chunks of a resumable extraction are kept, so its unit resumes where it stopped,
-    less the temporaries whose producer is gone."""
-    from ..store import leftovers
+    again); the chunks of a resumable extraction are kept, so its unit resumes where it stopped."""
+    from ..store import discard_staged
 
-    root = Path(store) / ".staging"
-    if not root.exists():
-        return
-    for p in root.iterdir():
-        if p.name == "extract":
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-    for p, _why in leftovers(store):
-        if root in p.parents and not p.is_dir():
-            p.unlink(missing_ok=True)
+    discard_staged(store)
