@@ -1,7 +1,8 @@
 """Where a named dataset is on this machine, opt-in downloads with checksums, and CIFAR-10's
-python archive (``cifar-10-python.tar.gz`` / ``cifar-10-batches-py``).
+published archives, python (``cifar-10-python.tar.gz`` / ``cifar-10-batches-py``) and binary
+(``cifar-10-binary.tar.gz`` / ``cifar-10-batches-bin``), read to the same ids, order and labels.
 
-Lookup order for ``fashion-mnist``, ``cifar10`` (the python archive) and ``cifar10-jpeg``:
+Lookup order for ``fashion-mnist``, ``cifar10`` (either archive) and ``cifar10-jpeg``:
 
 1. an explicit path (``fashion-mnist:DIR``, ``cifar10:PATH``, or the directory itself as the source);
 2. ``DIVERGENT_DATA``: one or more roots (separated by ``os.pathsep``);
@@ -11,13 +12,15 @@ Lookup order for ``fashion-mnist``, ``cifar10`` (the python archive) and ``cifar
    ``~/.cache``, ``~/.keras/datasets``, ``./data``.
 
 Under each root the layouts looked for are ``fashion-mnist/``, ``fashion_mnist/`` and torchvision's
-``FashionMNIST/raw/`` (``*-ubyte`` or ``*-ubyte.gz``); ``cifar-10-batches-py/`` and
-``cifar-10-python.tar.gz``; ``cifar10-jpeg/`` (``train.tar.gz`` + ``test.tar.gz``).
+``FashionMNIST/raw/`` (``*-ubyte`` or ``*-ubyte.gz``); ``cifar-10-batches-py/``,
+``cifar-10-python.tar.gz``, ``cifar-10-batches-bin/`` and ``cifar-10-binary.tar.gz``;
+``cifar10-jpeg/`` (``train.tar.gz`` + ``test.tar.gz``).
 
-Nothing is downloaded unless asked (``download=True``, ``--download``): the files are fetched from
-the upstream URLs torchvision lists (or the base URL in ``DIVERGENT_MIRROR``), checked against
-known checksums, and written atomically under the first ``DIVERGENT_DATA`` root, else
-``~/.cache/divergent``.
+Nothing is downloaded unless asked (``download=True``, ``--download`` of ``divergent extract`` and
+``divergent study run``): the files are fetched from the upstream URLs torchvision lists (or the
+base URL in ``DIVERGENT_MIRROR``), checked against known checksums, and written atomically under the
+first ``DIVERGENT_DATA`` root, else ``~/.cache/divergent``. :func:`find_sources` looks up (and
+downloads) the datasets a list of sources needs before a long job starts.
 """
 from __future__ import annotations
 
@@ -74,6 +77,25 @@ DOWNLOADS = {"fashion-mnist": ("fashion-mnist", FASHION_MNIST_FILES), "cifar10":
 CIFAR10_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
 
 
+@dataclass(frozen=True)
+class CifarLayout:
+    """One of CIFAR-10's published archive layouts: the same 60,000 images in the same order."""
+
+    kind: str                 # 'python' (pickled batches) or 'binary' (label byte + CHW pixel records)
+    folder: str               # the folder the archive unpacks to
+    archive: str              # the published archive
+    train: tuple[str, ...]    # the five training batches, in order
+    test: str
+    meta: str                 # the class names
+
+
+CIFAR10_LAYOUTS = (
+    CifarLayout("python", "cifar-10-batches-py", "cifar-10-python.tar.gz", CIFAR10_BATCHES, "test_batch", "batches.meta"),
+    CifarLayout("binary", "cifar-10-batches-bin", "cifar-10-binary.tar.gz", tuple(f"{b}.bin" for b in CIFAR10_BATCHES),
+                "test_batch.bin", "batches.meta.txt"),
+)
+
+
 # ----------------------------------------------------------------------------- roots
 def env_roots() -> list[Path]:
     """The roots named in DIVERGENT_DATA (os.pathsep-separated), in order."""
@@ -114,7 +136,7 @@ def _fmnist_at(path: Path) -> Path | None:
 
 
 def _cifar_at(path: Path) -> Path | None:
-    if path.is_dir() and all((path / b).is_file() for b in (*CIFAR10_BATCHES, "test_batch")):
+    if path.is_dir() and any(all((path / b).is_file() for b in (*lay.train, lay.test)) for lay in CIFAR10_LAYOUTS):
         return path
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         return path
@@ -130,7 +152,7 @@ def _jpeg_at(path: Path) -> Path | None:
 #: name -> (layouts under a root, the check that a candidate holds the dataset)
 LAYOUTS = {
     "fashion-mnist": (("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"), _fmnist_at),
-    "cifar10": (("cifar-10-batches-py", "cifar-10-python.tar.gz"), _cifar_at),
+    "cifar10": (tuple(n for lay in CIFAR10_LAYOUTS for n in (lay.folder, lay.archive)), _cifar_at),
     "cifar10-jpeg": (("cifar10-jpeg",), _jpeg_at),
 }
 
@@ -165,15 +187,36 @@ def find(name: str, *, download: bool = False, base_url: str | None = None) -> P
         return check(download_root() / (folder or files[0].name)) or download_root() / folder
     shown = ", ".join(str(p) for _, p in looked[:6]) + (" ..." if len(looked) > 6 else "")
     how = {
-        "fashion-mnist": "apt-get install dataset-fashion-mnist, set DIVERGENT_DATA to a folder holding fashion-mnist/ "
-                         "or FashionMNIST/raw/, pass 'fashion-mnist:/folder/with/idx/files', or download it "
-                         "(--download / download=True)",
-        "cifar10": "set DIVERGENT_DATA to a folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz, pass "
-                   "'cifar10:/path', or download it (--download / download=True)",
-        "cifar10-jpeg": "set DIVERGENT_SHARED to the shared folder, DIVERGENT_DATA to a folder holding cifar10-jpeg/, "
-                        "or pass the directory holding train.tar.gz and test.tar.gz",
+        "fashion-mnist": "download it with --download (checksummed), set DIVERGENT_DATA to a folder holding fashion-mnist/ "
+                         "or FashionMNIST/raw/, pass the folder as the source (--data fashion-mnist:/folder; in a study "
+                         "--set data.dataset=fashion-mnist:/folder), or apt-get install dataset-fashion-mnist",
+        "cifar10": "download it with --download (checksummed), set DIVERGENT_DATA to a folder holding cifar-10-batches-py/, "
+                   "cifar-10-batches-bin/ or their .tar.gz, or pass the path as the source (--data cifar10:/path; in a "
+                   "study --set data.dataset=cifar10:/path)",
+        "cifar10-jpeg": "set DIVERGENT_DATA to a folder holding cifar10-jpeg/ (train.tar.gz, test.tar.gz) or DIVERGENT_SHARED "
+                        "to the shared folder, or pass the folder as the source (--data /folder); the JPEG copy has no "
+                        "download: for the original images use the source cifar10 with --download "
+                        "(in a study --set data.dataset=cifar10 --download)",
     }[name]
     raise DivergentError(f"{name} is not found on this machine (looked in {shown})", how)
+
+
+#: sources of :func:`divergent.data.open_dataset` that name a dataset looked up here -> that dataset
+NAMED_SOURCES = {"fashion-mnist": "fashion-mnist", "fashion-mnist-mosaic": "fashion-mnist",
+                 "cifar10": "cifar10", "cifar10-jpeg": "cifar10-jpeg"}
+
+
+def find_sources(sources, *, download: bool = False) -> dict[str, Path]:
+    """Find, with :func:`find` (downloading when asked), the dataset behind every source in
+    `sources` that names one ('fashion-mnist', 'fashion-mnist-mosaic', 'cifar10', 'cifar10-jpeg');
+    other sources (paths, 'digits', ...) are left to open_dataset. A long job calls this first, so
+    that a missing dataset stops it before anything is written. Returns {dataset: path}."""
+    out: dict[str, Path] = {}
+    for src in sources:
+        name = NAMED_SOURCES.get(str(src))
+        if name is not None and name not in out:
+            out[name] = find(name, download=download)
+    return out
 
 
 # ----------------------------------------------------------------------------- downloads
@@ -223,7 +266,41 @@ def fetch(name: str, *, base_url: str | None = None, dest: Path | None = None, t
     return target
 
 
-# ----------------------------------------------------------------------------- CIFAR-10 python archive
+# ----------------------------------------------------------------------------- CIFAR-10 archives
+def _cifar_layout(members) -> CifarLayout | None:
+    """The first layout whose batches are all among `members` (names)."""
+    have = set(members)
+    return next((lay for lay in CIFAR10_LAYOUTS if {*lay.train, lay.test} <= have), None)
+
+
+def _cifar_members(path: Path, part: str) -> tuple[CifarLayout, dict[str, bytes]]:
+    """(layout, member name -> bytes) of one part's batches and the class-name file, from a
+    cifar-10-batches-py / cifar-10-batches-bin folder or an archive holding one (read without unpacking)."""
+    wanted = {n for lay in CIFAR10_LAYOUTS for n in (*lay.train, lay.test, lay.meta)}
+    if path.is_dir():
+        lay = _cifar_layout(n for n in wanted if (path / n).is_file())
+        if lay is None:
+            raise DivergentError(f"{path} holds neither CIFAR-10 layout", "pass a cifar-10-batches-py or cifar-10-batches-bin folder")
+        names = (*(lay.train if part == "train" else (lay.test,)), lay.meta)
+        return lay, {n: (path / n).read_bytes() for n in names if (path / n).is_file()}
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                base = m.name.rsplit("/", 1)[-1]
+                if m.isfile() and base in wanted:
+                    fh = tf.extractfile(m)
+                    out[base] = fh.read() if fh is not None else b""
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise DivergentError(f"cannot read CIFAR-10 archive {path}: {exc}", f"re-download {path.name}") from exc
+    lay = _cifar_layout(out)
+    if lay is None:
+        some = next((n for n in (*CIFAR10_LAYOUTS[0].train, CIFAR10_LAYOUTS[0].test) if n not in out), "test_batch")
+        raise DivergentError(f"{path} has no {some} (nor the binary layout's {some}.bin)",
+                             "pass cifar-10-python.tar.gz or cifar-10-binary.tar.gz, or a folder holding either's batches")
+    return lay, out
+
+
 def _load_batch(data: bytes, where: str) -> dict:
     try:
         d = restricted_loads(data, what="a CIFAR-10 batch", encoding="latin1")
@@ -235,55 +312,61 @@ def _load_batch(data: bytes, where: str) -> dict:
     return d
 
 
-def _cifar_members(path: Path) -> dict[str, bytes]:
-    """batch name -> bytes, from a cifar-10-batches-py folder or a cifar-10-python.tar.gz archive."""
-    wanted = {*CIFAR10_BATCHES, "test_batch", "batches.meta"}
-    if path.is_dir():
-        return {n: (path / n).read_bytes() for n in wanted if (path / n).is_file()}
-    out: dict[str, bytes] = {}
+def _python_batch(data: bytes, where: str) -> tuple[object, object]:
+    d = _load_batch(data, where)
+    return d.get("data"), d.get("labels")
+
+
+def _binary_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A binary batch: records of 1 label byte + 3072 pixel bytes (1024 red, green, blue, row-major)."""
+    if not data or len(data) % 3073:
+        raise DivergentError(f"{where} is not a CIFAR-10 binary batch ({len(data)} bytes, not a whole number of "
+                             "3073-byte records: 1 label byte + 3072 pixel bytes)", "re-download cifar-10-binary.tar.gz")
+    rec = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3073)
+    return rec[:, 1:], rec[:, 0]
+
+
+def _class_names(lay: CifarLayout, data: bytes | None, where: str) -> list[str]:
+    if data is None:
+        return list(CIFAR10_CLASSES)
+    if lay.kind == "python":
+        return [str(c) for c in _load_batch(data, where).get("label_names", CIFAR10_CLASSES)]
     try:
-        with tarfile.open(path, "r:*") as tf:
-            for m in tf:
-                base = m.name.rsplit("/", 1)[-1]
-                if m.isfile() and base in wanted:
-                    fh = tf.extractfile(m)
-                    out[base] = fh.read() if fh is not None else b""
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DivergentError(f"cannot read CIFAR-10 archive {path}: {exc}", "re-download cifar-10-python.tar.gz") from exc
-    return out
+        return [ln.strip() for ln in data.decode("utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError as exc:
+        raise DivergentError(f"{where} is not a list of class names ({exc})", f"re-download {lay.archive}") from exc
 
 
-def cifar10_arrays(path: Path, part: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (N, 32, 32, 3) uint8, labels (N,) int64, class names) of 'train' or 'test'."""
-    members = _cifar_members(path)
-    names = list(CIFAR10_BATCHES) if part == "train" else ["test_batch"]
-    missing = [n for n in names if n not in members]
-    if missing:
-        raise DivergentError(f"{path} has no {missing[0]}", "pass the cifar-10-batches-py folder or cifar-10-python.tar.gz")
+def cifar10_arrays(path: Path, part: str) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """(images (N, 32, 32, 3) uint8, labels (N,) int64, class names, layout kind 'python' or
+    'binary') of 'train' (data_batch_1 ... 5 in order) or 'test' (test_batch)."""
+    lay, members = _cifar_members(path, part)
+    names = list(lay.train) if part == "train" else [lay.test]
+    classes = _class_names(lay, members.get(lay.meta), f"{path}:{lay.meta}")
+    read = _python_batch if lay.kind == "python" else _binary_batch
     imgs, labs = [], []
     for n in names:
-        d = _load_batch(members[n], f"{path}:{n}")
-        x = np.asarray(d.get("data"), dtype=np.uint8)
-        y = np.asarray(d.get("labels"), dtype=np.int64)
-        if x.ndim != 2 or x.shape[1] != 3072 or x.shape[0] != y.shape[0]:
+        x, y = read(members[n], f"{path}:{n}")
+        x, y = np.asarray(x, dtype=np.uint8), np.asarray(y, dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != 3072 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise DivergentError(f"{path}:{n} holds data {x.shape} and labels {y.shape}, not (N, 3072) and (N,)",
-                                 "re-download cifar-10-python.tar.gz")
-        imgs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                                 f"re-download {lay.archive}")
+        if y.size and (y.min() < 0 or y.max() >= len(classes)):
+            raise DivergentError(f"{path}:{n} has label {int(y.max() if y.max() >= len(classes) else y.min())}, "
+                                 f"outside the {len(classes)} classes of {lay.meta}", f"re-download {lay.archive}")
+        imgs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # CHW planes -> HWC
         labs.append(y)
-    classes = list(CIFAR10_CLASSES)
-    if "batches.meta" in members:
-        meta = _load_batch(members["batches.meta"], f"{path}:batches.meta")
-        classes = [str(c) for c in meta.get("label_names", classes)]
-    return np.ascontiguousarray(np.concatenate(imgs)), np.concatenate(labs), classes
+    return np.ascontiguousarray(np.concatenate(imgs)), np.concatenate(labs), classes, lay.kind
 
 
 def open_cifar10(path: str | None, split: str, *, seed: int = SPLIT_SEED, name: str | None = None,
                  download: bool = False, on_error: str = "fail", **unused):
-    """CIFAR-10 from its python archive (a cifar-10-batches-py folder or cifar-10-python.tar.gz,
-    read without unpacking), found by the lookup order when path is None.
+    """CIFAR-10 from one of its published archives, python or binary (a cifar-10-batches-py or
+    cifar-10-batches-bin folder, or cifar-10-python.tar.gz / cifar-10-binary.tar.gz read without
+    unpacking), found by the lookup order when path is None.
 
     ids: 'train/00000' ... 'train/49999' (data_batch_1 to 5 in order), 'test/00000' ... 'test/09999'
-    (the same ids and order as torchvision:CIFAR10@ROOT)."""
+    (the same ids and order as torchvision:CIFAR10@ROOT, whichever layout is read)."""
     from .base import ImageDataset, stack_plan
     from .splitting import official_plan
 
@@ -291,18 +374,19 @@ def open_cifar10(path: str | None, split: str, *, seed: int = SPLIT_SEED, name: 
         raise DivergentError(f"cifar10 sources take no option(s) {', '.join(sorted(unused))}", "use name=, seed=, download=")
     root = Path(path).expanduser() if path else find("cifar10", download=download)
     if _cifar_at(root) is None:
-        raise DivergentError(f"{root} is not a cifar-10-batches-py folder or a CIFAR-10 python archive",
-                             "pass the folder holding data_batch_1 ... test_batch, or cifar-10-python.tar.gz")
+        raise DivergentError(f"{root} is not a CIFAR-10 batches folder or archive",
+                             "pass the folder holding data_batch_1 ... test_batch (or the .bin batches), "
+                             "or cifar-10-python.tar.gz / cifar-10-binary.tar.gz")
     plan = official_plan(split, ("train", "test"))
-    classes = list(CIFAR10_CLASSES)
+    classes, kind = list(CIFAR10_CLASSES), ["python"]
 
     def load(part):
-        imgs, labs, classes[:] = cifar10_arrays(root, part)
+        imgs, labs, classes[:], kind[0] = cifar10_arrays(root, part)
         return imgs, labs, part, f"{root}:{part}"
 
     f = stack_plan(plan, load, seed=seed)
     return ImageDataset(
         name=name or "cifar10", split=split, source_dataset="cifar10", ids=f["ids"], labels=f["labels"],
         class_names=classes, reader=f["reader"], index=f["index"], root=str(root),
-        meta={"source": "cifar10-python", "rule": f["rule"], "seed": seed},
+        meta={"source": f"cifar10-{kind[0]}", "rule": f["rule"], "seed": seed},
     )
