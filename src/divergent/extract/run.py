@@ -109,6 +109,30 @@ def _with_writer(st, fn, *, timeout: float = 600.0):
         return fn(w)
 
 
+def _check_shift(st, split: str, record: dict | None, ds=None) -> None:
+    """A shifted split already in the store must carry the same shift record (seed, library
+    version); its unshifted base, when stored, must have the same labels for the same ids.
+    Checked before anything is written."""
+    from ..data.shift import check_split_meta, parse_split_name
+
+    if record is None:
+        return
+    if split in st.splits:
+        check_split_meta(split, st.split(split).meta.get("shift"), record)
+    base, _ = parse_split_name(split)
+    if ds is not None and base in st.splits:
+        sd = st.split(base)
+        pos = {str(i): k for k, i in enumerate(sd.ids)}
+        if set(pos) != set(map(str, ds.ids)):
+            raise DivergentError(
+                f"split {split!r} would not have the examples of the stored split {base!r} ({len(ds.ids)} vs {len(sd.ids)})",
+                f"shift the dataset the store's {base!r} split was made from (same source, split rule and seed)")
+        theirs = np.asarray(sd.labels)[[pos[str(i)] for i in ds.ids]]
+        if not np.array_equal(theirs, np.asarray(ds.labels)):
+            raise DivergentError(f"the labels of {split!r} differ from the stored split {base!r} for the same ids",
+                                 f"shift the dataset the store's {base!r} split was made from")
+
+
 def _ensure_split(st, split: str, ds) -> None:
     """The split must exist with the dataset's classes and ids, or is created from the dataset."""
     if split not in st.splits:
@@ -116,6 +140,8 @@ def _ensure_split(st, split: str, ds) -> None:
             if split in w.store.splits:
                 return
             meta = {"source": dict(getattr(ds, "meta", {}) or {}), "dataset_name": getattr(ds, "name", "")}
+            if "shift" in meta["source"]:
+                meta["shift"] = meta["source"].pop("shift")
             if getattr(ds, "skipped", None):
                 meta["skipped"] = [list(s) for s in ds.skipped]
             w.add_split(split, labels=ds.labels, class_names=list(ds.class_names), ids=ds.ids,
@@ -304,19 +330,40 @@ def _free_cuda():
         pass
 
 
-def _open(data, split, on_error, dataset_options):
+def open_data(data, split, on_error, dataset_options, shift=None, shift_from=None, progress: bool = False):
+    """The dataset split (opened unless it is one already), shifted when a shift is given."""
     if not isinstance(data, (str, os.PathLike)):
-        return data  # an ImageDataset already opened (bulk runs reuse it)
-    from ..data import open_dataset
+        ds = data  # an ImageDataset already opened (bulk runs reuse it)
+    else:
+        from ..data import open_dataset
 
-    return open_dataset(os.fspath(data), split, on_error=on_error, **(dataset_options or {}))
+        ds = open_dataset(os.fspath(data), split, on_error=on_error, **(dataset_options or {}))
+    if shift is None or "shift" in getattr(ds, "meta", {}):
+        return ds
+    from ..data.shift import open_shifted
+
+    return open_shifted(ds, shift, shift_from=shift_from, progress=progress)
+
+
+def _one_shift(shift, seed: int):
+    """A single Shift from a Shift or a spec naming exactly one (None stays None)."""
+    if shift is None:
+        return None
+    from ..data.shift import parse_shifts
+
+    got = parse_shifts(shift, seed=seed)
+    if len(got) != 1:
+        raise DivergentError(f"the shift {shift!r} names {len(got)} shifted splits; extract() runs one",
+                             "use extract_many (or the CLI's --shift), which runs every shift")
+    return got[0]
 
 
 def extract(store_path, model: str, data, split: str = "test", *, batch_size: int = 256, device: str = "auto",
             workers: int | None = None, force: bool = False, mapping=None, progress: bool = True,
             name: str | None = None, head: str = "auto", input_size: int | None = None, on_error: str = "fail",
             dataset_options: dict | None = None, chunk_images: int = 2048, runtime: str = "auto",
-            mapping_rule: str | None = None) -> dict[str, Any]:
+            mapping_rule: str | None = None, shift=None, shift_seed: int = 0, shift_from=None,
+            run_pass=None) -> dict[str, Any]:
     """Extract one model's head outputs and pre-logit embeddings on one split into a store.
 
     model: a built-in name (``divergent models list``) or a source spec (``timm:resnet18@random``).
@@ -328,6 +375,12 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     input_size: run at another input resolution (the stored name gets ``@<size>px``).
     runtime: torch models on CPU run through ONNX Runtime when certified equal on the first batch
     (``auto``, the default), always in eager torch (``torch``), or must use ONNX Runtime (``onnxruntime``).
+    shift: a corruption of the split (``divergent.data.shift``): a Shift or a spec naming one
+    (``"gaussian_noise:3"``, seeded with shift_seed); the model then runs on the corrupted copy,
+    stored as split ``<split>~<corruption>-<severity>`` with the same ids and labels; shift_from reads
+    the pixels from a pre-generated CIFAR-10-C / ImageNet-C folder instead of generating them.
+    run_pass: computes the chunks still missing, with _run_pass's arguments (default: _run_pass, in
+    this process; divergent.extract.distributed computes them as shards of rows on other nodes).
     Returns a summary dict (model, split, status, stored kinds, n, seconds, images_per_s).
     """
     from ..store import Store, stage_entry
@@ -336,12 +389,32 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     store_name = name or (f"{spec.name}@{input_size}px" if input_size else spec.name)
     if head not in HEAD_POLICIES:
         raise DivergentError(f"unknown head policy {head!r}", f"use one of {', '.join(HEAD_POLICIES)}")
+    sh = _one_shift(shift, shift_seed)
+    from ..data.shift import expected_meta, parse_split_name
+
+    given = getattr(data, "meta", {}).get("shift") if not isinstance(data, (str, os.PathLike)) else None
+    base_split = parse_split_name(data.split)[0] if given else split
+    record = given
+    if sh is not None:
+        record = expected_meta(sh, shift_from)
+        split = sh.split_name(base_split)
+    elif given:
+        split = data.split  # an ImageDataset shifted by the caller (divergent.data.shift)
+    from ..store.layout import MANIFEST
+
+    if record and (Path(store_path) / MANIFEST).exists():
+        _check_shift(Store.open(store_path), split, record)  # refused before the store is touched
     st = Store.open(store_path, create=True)
     already = split in st.splits and store_name in st.models and st.kinds(store_name, split)
     if already and not force:
         return {"model": store_name, "split": split, "status": "skipped", "stored": st.kinds(store_name, split),
                 "reason": "already extracted (pass force=True / --force to redo)"}
-    ds = _open(data, split, on_error, dataset_options)
+    ds = open_data(data, base_split if record else split, on_error, dataset_options, sh, shift_from, progress)
+    if record:
+        if ds.split != split:
+            raise DivergentError(f"the dataset passed is split {ds.split!r}, not {split!r}",
+                                 "pass the unshifted split (it is shifted here) or the matching shifted one")
+        _check_shift(st, split, ds.meta.get("shift"), ds)
     _ensure_split(st, split, ds)
     st = st.reload()
     runner = _load_runner(spec, device, ds.class_names, input_size, runtime)
@@ -356,13 +429,15 @@ def extract(store_path, model: str, data, split: str = "test", *, batch_size: in
     fp = fingerprint(model=store_name, spec=spec.to_dict(), pre=runner.preprocess.to_dict(), split=split,
                      n=len(ds), ids=fingerprint(ids=list(map(str, ds.ids))), device=runner.device, amp=runner.amp,
                      runtime=runner.runtime,
-                     store_head=plan.store != "none")
+                     store_head=plan.store != "none",
+                     **({"shift": ds.meta["shift"]} if "shift" in getattr(ds, "meta", {}) else {}))
     from ..store import extract_job_dir
 
     chunks = ChunkDir(extract_job_dir(store_path, store_name, split), fp)
     done = chunks.open()
     resumed_from = done[-1]["start"] + done[-1]["count"] if done else 0
-    bs, seconds = _run_pass(runner, ds, chunks, done, batch_size, workers, chunk_images, progress, store_name)
+    bs, seconds = (run_pass or _run_pass)(runner, ds, chunks, done, batch_size, workers, chunk_images, progress,
+                                          store_name)
     raw_head, emb = chunks.load(done)
     kind, arr, head_info = finish_head(plan, spec, raw_head, list(ds.class_names))
     card = _card(spec, store_name, runner, plan, head_info, ds, split, bs, workers, mapping, input_size)
@@ -447,38 +522,64 @@ def _card(spec: ModelSpec, store_name, runner, plan, head_info, ds, split, bs, w
     )
 
 
+def record_failure(store_path, model: str, split: str, exc: BaseException, seconds: float, *,
+                   progress: bool = False) -> dict:
+    """A bulk run's row for a model that failed, also appended (with its traceback) to the store's
+    failures log (``store.layout.extract_failures_log``); call it from the ``except`` block."""
+    import json
+
+    from ..store.layout import extract_failures_log
+
+    row = {"model": model, "split": split, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+           "seconds": seconds}
+    log = extract_failures_log(store_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(json.dumps({**row, "time": time.time(), "traceback": traceback.format_exc(limit=5)}) + "\n")
+    if progress:
+        print(f"[extract] {model}: FAILED: {row['error'].splitlines()[0]}", file=sys.stderr)
+    return row
+
+
 def extract_many(store_path, models, data, split: str = "test", *, progress: bool = True, on_error: str = "fail",
-                 dataset_options: dict | None = None, **kw):
+                 dataset_options: dict | None = None, shift=None, shift_seed: int = 0, shift_from=None, **kw):
     """Extract several models (list, comma-separated, or wildcard patterns); failures are recorded, not fatal.
 
-    Returns a DataFrame with one row per model: model, status (done/skipped/failed), error, stored, n,
-    seconds, images_per_s. Failures are also appended to STORE/.staging/extract/failures.jsonl.
+    shift: shifts to run instead of the plain split (``divergent.data.shift.parse_shifts``: a spec,
+    list or pattern such as ``"all:3"``); every model runs on every shifted split, each generated once.
+    Returns a DataFrame with one row per (model, split): model, split, status (done/skipped/failed),
+    error, stored, n, seconds, images_per_s. Failures are also appended to
+    STORE/.staging/extract/failures.jsonl.
     """
-    import json
 
     import pandas as pd
 
     names = expand_models(models)
-    ds = None
+    shifts = [None]
+    if shift is not None:
+        from ..data.shift import parse_shifts
+
+        shifts = parse_shifts(shift, seed=shift_seed)
+    base = None
+    opened: dict = {}
     rows = []
-    for m in names:
+    for sh, m in ((sh, m) for sh in shifts for m in names):
         t0 = time.perf_counter()
+        where = split if sh is None else sh.split_name(split)
         try:
-            if ds is None:
-                ds = _open(data, split, on_error, dataset_options)
-            row = extract(store_path, m, ds, split, progress=progress, on_error=on_error, **kw)
+            if base is None:
+                base = open_data(data, split, on_error, dataset_options)
+            if sh not in opened:  # each shifted split is made once, for every model
+                opened.clear()
+                opened[sh] = base if sh is None else open_data(base, split, on_error, dataset_options, sh, shift_from, progress)
+            ds = opened[sh]
+            row = extract(store_path, m, ds, split, progress=progress, on_error=on_error, shift=sh,
+                          shift_from=shift_from, **kw)
             row.setdefault("error", None)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - bulk runs record a failing model and carry on
-            row = {"model": m, "split": split, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                   "seconds": time.perf_counter() - t0}
-            log = Path(store_path) / ".staging" / "extract" / "failures.jsonl"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as f:
-                f.write(json.dumps({**row, "time": time.time(), "traceback": traceback.format_exc(limit=5)}) + "\n")
-            if progress:
-                print(f"[extract] {m}: FAILED: {row['error'].splitlines()[0]}", file=sys.stderr)
+            row = record_failure(store_path, m, where, exc, time.perf_counter() - t0, progress=progress)
         rows.append(row)
     cols = ["model", "split", "status", "error", "stored", "n", "head", "batch_size", "seconds", "images_per_s"]
     df = pd.DataFrame(rows)

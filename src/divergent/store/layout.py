@@ -51,6 +51,11 @@ def extract_job_dir(store_path, model: str, split: str) -> Path:
     return Path(store_path) / STAGING / EXTRACT / f"{dir_key(model)}.{split}"
 
 
+def extract_failures_log(store_path) -> Path:
+    """Where bulk extractions append the models that failed (one JSON line each)."""
+    return Path(store_path) / STAGING / EXTRACT / "failures.jsonl"
+
+
 def cache_area(area: str, split: str | None = None) -> str:
     """The cache area of derived results, per split when they belong to one."""
     return area if split is None else f"{area}/{split_dir(split)}"

@@ -12,27 +12,43 @@ from ..conventions import HOLDOUT, TEST
 from ..errors import DivergentError
 
 
-def eval_split(dataset: str, split: str = TEST) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images, labels) of the holdout or test half of the official test set."""
+def eval_split(dataset: str, split: str = TEST, shift=None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) of the holdout or test half of the official test set; with a shift
+    (a divergent.data.shift.Shift or a spec naming one, e.g. 'gaussian_noise:3'), of its corrupted
+    copy, the same pixels `divergent extract --shift` gives every model (generated once, cached)."""
     if split not in (HOLDOUT, TEST):
         raise DivergentError(f"eval_split serves {HOLDOUT!r} and {TEST!r}, not {split!r}")
     from .data import SOURCES, images_of
 
     if dataset not in SOURCES:
         raise DivergentError(f"no evaluation reader for dataset {dataset!r}", f"use one of {', '.join(SOURCES)}")
+    if shift is not None:
+        from ..data import open_dataset
+        from ..data.shift import parse_shifts, shifted
+
+        shifts = parse_shifts(shift)
+        if len(shifts) != 1:
+            raise DivergentError(f"eval_split takes one shift; {shift!r} names {len(shifts)}", "loop over the shifts")
+        ds = shifted(open_dataset(SOURCES[dataset], split), shifts[0])
+        return np.ascontiguousarray(ds.array()), np.asarray(ds.labels, dtype=np.int64)
     ti = images_of(SOURCES[dataset], split, dataset)
     return ti.images, ti.labels
 
 
-def zoo_table(trained: list, split: str = TEST):
-    """One row per model: name, family, objective, head, category vs trained[0], accuracy, wall time."""
+def zoo_table(trained: list, split: str = TEST, shift=None):
+    """One row per model: name, family, objective, head, category vs trained[0], accuracy, wall time
+    (accuracy on the shifted copy of the split when a shift is given: column `<split>~<shift>_accuracy`)."""
     import pandas as pd
 
     from .trainer import predict
 
     if not trained:
         raise DivergentError("zoo_table needs at least one trained model")
-    images, labels = eval_split(trained[0].recipe.dataset, split)
+    images, labels = eval_split(trained[0].recipe.dataset, split, shift)
+    if shift is not None:
+        from ..data.shift import parse_shifts
+
+        split = parse_shifts(shift)[0].split_name(split)
     base = trained[0].card
     rows = []
     for tm in trained:
