@@ -36,8 +36,10 @@ class _Codes:
     """Computes (or loads cached) per-example outcome codes for pairs of one split."""
 
     def __init__(self, store: Store, split: str, names: list[str], temps: dict[str, float], *,
-                 cache: bool = True, progress: bool = False):
+                 cache: bool = True, progress: bool = False, runner=None, block: int | None = None):
         self.store, self.split, self.temps, self.cache, self.progress = store, split, temps, cache, progress
+        self.runner, self.block = runner, block  # a runner: code counts in blocks of models on it
+        self.blocks = None  # what the last run in blocks did (divergent.engine.distributed.PairCounts)
         self.labels = store.split(split).labels
         self.prob_models = [m for m in names if store.has_scores(m, split)]
         self._prepared: dict[str, object] = {}
@@ -101,6 +103,37 @@ class _Codes:
                     self.cached.put(self._deps(a, b), {"codes": np.asarray(res.codes, dtype=np.uint8)})
         return out
 
+    def counts(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """(P, 16) code counts of the pairs. With a runner, the pairs of models with scores run in
+        blocks of models on it (divergent.engine.distributed; the same counts, bit for bit), each
+        block cached under STORE/cache/pair-blocks/<split>/ by its models' content."""
+        scored = [ab for ab in pairs if ab[0] in self.prob_models and ab[1] in self.prob_models]
+        if self.runner is None or not scored:
+            codes = self.codes(pairs)
+            return np.stack([code_counts(codes[ab]) for ab in pairs])
+        from ..engine import ModelSource
+        from ..engine.distributed import DEFAULT_BLOCK, pair_counts
+
+        self.check_inputs(sorted({m for ab in scored for m in ab}))
+        need = [m for m in self.prob_models if any(m in ab for ab in scored)]
+        idx = {m: i for i, m in enumerate(need)}
+        srcs = [ModelSource(self.store.array(m, self.split, self.kind(m)), self.temps[m], self.kind(m), m) for m in need]
+        keys = [self._deps(m, m)["a"] for m in need]  # each model's content: kind, sha256, temperature
+        blocks = self.store.derived_cache("pair-blocks", self.split) if self.cache else None
+        res = pair_counts(srcs, self.labels, [(idx[a], idx[b]) for a, b in scored], size=self.block or DEFAULT_BLOCK,
+                          runner=self.runner, cache=blocks, model_keys=keys,
+                          cache_deps={"engine": ENGINE_VERSION, "split": self.split,
+                                      "labels": self.store.labels_sha256(self.split)})
+        self.n_gather += int(res.n_gather.sum())
+        self.n_fallback += int(res.n_fallback.sum())
+        self.blocks = res
+        got = dict(zip(scored, res.counts))
+        rest = [ab for ab in pairs if ab not in got]
+        if rest:
+            codes = self.codes(rest)
+            got.update({ab: code_counts(codes[ab]) for ab in rest})
+        return np.stack([got[ab] for ab in pairs])
+
 
 def _check_inputs(store: Store, names: list[str], split: str) -> None:
     """Every array the table reads, against its sha256 (in parallel; once per process and file)."""
@@ -124,12 +157,14 @@ def _pairs_for(names: list[str], base: str | None) -> list[tuple[str, str]]:
 def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc_band=None,
           calibrated: bool = True, n_boot: int = N_BOOT, level: float = CI_LEVEL, seed: int = 0,
           categories: dict | None = None, include_self: bool = False, cache: bool = True,
-          progress: bool = False) -> pd.DataFrame:
+          progress: bool = False, runner=None, block: int | None = None) -> pd.DataFrame:
     """One row per pair: the paper's pair metrics with paired-bootstrap intervals.
 
     `base` compares one model with every other (the paper's setting); otherwise all pairs.
     `acc_band` (LO,HI) keeps models whose accuracy on `split` lies in the band (the base is
-    always kept). `categories` overrides the derived category: {(a, b): category}.
+    always kept). `categories` overrides the derived category: {(a, b): category}. `runner`
+    (divergent.engine.distributed.LocalRunner / RayRunner) computes the pairs in blocks of
+    `block` x `block` models on it, with the same result.
     Columns: model_a, model_b, category, n, the metrics of divergent.metrics.pairs.METRICS,
     their `_lo`/`_hi` interval bounds, and `missing_reason` (why ensemble metrics are NaN).
     """
@@ -152,9 +187,8 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
         plist = [(base, base)] + plist
     if not plist:
         raise DivergentError("fewer than two models to compare", "add models, widen --acc-band, or check names")
-    engine = _Codes(store, split, names, temps, cache=cache, progress=progress)
-    codes = engine.codes(plist)
-    counts = np.stack([code_counts(codes[ab]) for ab in plist])
+    engine = _Codes(store, split, names, temps, cache=cache, progress=progress, runner=runner, block=block)
+    counts = engine.counts(plist)
     vals = metrics_from_counts(counts)
     ci = count_bootstrap(counts, metrics_from_counts, n_boot=n_boot, level=level, seed=seed) if n_boot else {}
     cards = {m: store.card(m) for m in names}
@@ -181,6 +215,8 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
     df = pd.DataFrame(rows)
     df.attrs.update({"split": split, "base": base, "calibrated": calibrated, "n_boot": n_boot, "level": level,
                      "engine_fallback_examples": engine.n_fallback, "engine_gathered_examples": engine.n_gather})
+    if getattr(engine, "blocks", None) is not None:
+        df.attrs.update({"blocks": engine.blocks.blocks, "blocks_computed": engine.blocks.computed})
     return df
 
 

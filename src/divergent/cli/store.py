@@ -146,18 +146,58 @@ def register(app: typer.Typer) -> None:
                   n_boot: int = typer.Option(N_BOOT, "--n-boot", help="bootstrap resamples for the 95% intervals (0: none)"),
                   seed: int = typer.Option(0, "--seed"),
                   categories: Optional[Path] = typer.Option(None, "--categories", help="CSV (model_a, model_b, category) overriding derived categories"),
+                  executor: str = typer.Option("local", "--executor", help="local (this process) or ray (blocks of models as Ray tasks)"),
+                  address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto, HOST:PORT); default RAY_ADDRESS, else a local Ray on 127.0.0.1"),
+                  workers: Optional[int] = typer.Option(None, "--workers", "-j", help="ray without a cluster: CPUs of the local Ray (default: this machine's)"),
+                  block: Optional[int] = typer.Option(None, "--block", help="models per group: pairs run in blocks of B x B models, each cached (default 32 with ray; local: one pass)"),
+                  shared_fs: bool = typer.Option(False, "--shared-fs", help="ray: every node mounts the store under the same path (tasks read the score files in place instead of receiving them through the object store)"),
                   out: Optional[Path] = typer.Option(None, "--out", help="CSV / Parquet / JSON file")):
         """The pairs table: error inconsistency, ensemble accuracy, conversion rate ... with intervals."""
         from ..analyses.pairs import pairs
 
         if all_pairs and base:
             raise DivergentError("--all and --base exclude each other", "pass one of them")
+        runner, cluster = _pairs_runner(executor, address, workers, block, shared_fs)
         overrides = _read_categories(categories) if categories else None
-        df = pairs(store, split=split, base=base, models=models, acc_band=acc_band, calibrated=not uncalibrated,
-                   n_boot=n_boot, seed=seed, categories=overrides, progress=True)
+        try:
+            df = pairs(store, split=split, base=base, models=models, acc_band=acc_band, calibrated=not uncalibrated,
+                       n_boot=n_boot, seed=seed, categories=overrides, progress=True, runner=runner, block=block)
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
+        if "blocks" in df.attrs:
+            typer.echo(f"{df.attrs['blocks']} block(s) of pairs, {df.attrs['blocks_computed']} computed, "
+                       f"the others cached", err=True)
         if out is None:
             cols = ["model_a", "model_b", "category", "acc_a", "acc_b", "error_inconsistency", "ensemble_acc",
                     "gain_vs_best", "conversion_rate", "error_consistency"]
             show_table(df[cols], None)
         else:
             show_table(df, out)
+
+
+def _pairs_runner(executor: str, address: str | None, workers: int | None, block: int | None, shared_fs: bool = False):
+    """(runner, cluster) of `divergent pairs`: None for the local engine in one pass; a LocalRunner
+    with --block; a RayRunner on the joined (or started) cluster with --executor ray. Every flag is
+    checked before anything starts."""
+    from ..engine.distributed import LocalRunner, RayRunner, check_block_size
+
+    if executor not in ("local", "ray"):
+        raise DivergentError(f"unknown executor {executor!r}", "use --executor local or --executor ray")
+    if block is not None:
+        check_block_size(block)
+    if workers is not None and workers < 1:
+        raise DivergentError(f"--workers must be at least 1, got {workers}", "pass a number of CPUs, e.g. -j 2")
+    if executor == "local":
+        if address or shared_fs:
+            what = f"a Ray address ({address!r})" if address else "--shared-fs"
+            raise DivergentError(f"{what} is given, but the executor is local", "add --executor ray, or drop it")
+        return (LocalRunner() if block is not None else None), None
+    from ..conventions import threads
+    from ..study.ray_cluster import MAX_RETRIES, connect
+
+    cluster = connect(address, workers or threads())
+    typer.echo(cluster.describe(), err=True)
+    import ray
+
+    return RayRunner(ray, max_retries=MAX_RETRIES, shared_fs=shared_fs), cluster
