@@ -175,3 +175,85 @@ def test_scope_evidence_from_a_store(tmp_path):
     assert np.array_equal(ev.phi["dataset"], np.degrees(np.arctan2(p["base"].max(1), p["d"].max(1))))
     assert ev.greedy_base == "base" and ev.greedy_members == ["d"]
     assert np.array_equal(ev.greedy_correct, ensemble_probs([p["base"], p["d"]]).argmax(1) == y)
+
+
+def test_band_statistics_use_in_band_models_only(tmp_path):
+    """The band scope never borrows: a feature or transfer result with an out-of-band member, or
+    out-of-band pairs, are left out, and a statistic without enough in-band models says so."""
+    import pandas as pd
+
+    from divergent.analyses.findings import TOO_FEW, study_findings
+    from divergent.store import Store
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = {s: rng.integers(0, 3, n) for s in ("holdout", "test")}
+    skill = {"base": 1.6, "r": 1.5, "h": 1.45, "d": 0.3, "a": 0.35}   # d and a: far less accurate
+    cats = {"r": "reinit", "h": "hyperparameters", "d": "dataset", "a": "architecture"}
+    st = Store.create(tmp_path / "s")
+    with st.writer() as w:
+        for s in y:
+            w.add_split(s, labels=y[s], class_names=["x", "y", "z"], ids=[f"{s}/{i}" for i in range(n)])
+        for m, k in skill.items():
+            for s in y:
+                w.put(m, s, logits=(rng.normal(size=(n, 3)) + k * 2 * np.eye(3)[y[s]]).astype(np.float32))
+            w.set_temperature(m, 1.0, fit_on="holdout")
+    st = Store.open(tmp_path / "s")
+    from divergent.analyses.ensembles import members_correct
+
+    acc = {m: float(members_correct(st, [m], "test").mean()) for m in skill}
+    band = (min(acc["base"], acc["r"], acc["h"]) - 1e-9, max(acc["base"], acc["r"], acc["h"]) + 1e-9)
+    assert not band[0] <= acc["d"] <= band[1] and not band[0] <= acc["a"] <= band[1]
+    pairs = pd.DataFrame({"model_a": "base", "model_b": list(cats), "category": list(cats.values()),
+                          "acc_a": acc["base"], "acc_b": [acc[m] for m in cats], "ensemble_acc": 0.5})
+    best = tmp_path / "best.npz"
+    np.savez(best, single=members_correct(st, ["base"], "test"), combined=members_correct(st, ["base", "d"], "test"))
+    feats = [dict(best=str(best), model_b="d", single="base", combined="base+d (concat)", single_holdout=0.5,
+                  combined_holdout=0.6)]
+    tr = dict(best=str(best), single="base", combined="base+d")
+    f, n_in = study_findings(st, pairs, "base", acc, band, greedy_members=["base", "d"], features=feats,
+                             transfer=tr, n_boot=50)
+    assert n_in == 2
+    f = f.set_index(["scope", "claim"])
+    # all models: computed from every pair and result; band: too few in-band models, nothing borrowed
+    assert f.loc[("all", 5), "estimate"] == f.loc[("all", 5), "estimate"] and f.loc[("all", 2), "n"] == 4
+    for c in (1, 2, 5):
+        assert TOO_FEW in f.loc[("band", c), "text"] and f.loc[("band", c), "verdict"] == INCONCLUSIVE, c
+        assert np.isnan(f.loc[("band", c), "estimate"])
+    # the band's greedy run: from the base over in-band lower-accuracy models only (d is out of band)
+    assert "(d" not in f.loc[("band", 4), "text"] and ", d" not in f.loc[("band", 4), "text"]
+    # with the result of an in-band pair, claim 5 in the band uses it (and not the out-of-band one)
+    np.savez(tmp_path / "b2.npz", single=members_correct(st, ["base"], "test"),
+             combined=members_correct(st, ["base", "r"], "test"))
+    feats.append(dict(best=str(tmp_path / "b2.npz"), model_b="r", single="base", combined="base+r (concat)",
+                      single_holdout=0.5, combined_holdout=0.55))
+    f2 = study_findings(st, pairs, "base", acc, band, greedy_members=["base", "d"], features=feats, transfer=tr,
+                        n_boot=50)[0].set_index(["scope", "claim"])
+    assert "base+r (concat)" in f2.loc[("band", 5), "text"] and "base+d" in f2.loc[("all", 5), "text"]
+
+
+def test_claim_1_interval_is_bca():
+    from divergent.analyses.findings import INTERVALS
+
+    f = findings_table({"all": _evidence(0.2, n=1000, seed=1)}, n_boot=200).set_index("claim")
+    assert INTERVALS[1] == "BCa" and f.loc[1, "interval"] == "BCa" and "95% BCa CI" in f.loc[1, "text"]
+    assert f.loc[2, "interval"] == "percentile" and "95% CI" in f.loc[2, "text"]
+    # the numbers: BCa of the Spearman correlation over the same shared resamples, leave-one-out jackknife
+    from divergent.analyses.findings import CATEGORY_RANK, _pair_stats
+    from divergent.metrics.bootstrap import bca_interval, percentile_interval, resample_weights
+    from divergent.metrics.relationships import spearman
+
+    ev = _evidence(0.2, n=1000, seed=1)
+    ranked = sorted(ev.correct)
+    r = np.array([CATEGORY_RANK[ev.category[m]] for m in ranked], dtype=np.float64)
+    n = ev.correct_base.size
+
+    def rho(w):
+        ei = _pair_stats(ev, ranked, w)[0]
+        return spearman(np.broadcast_to(r, ei.shape), ei)
+
+    boot = rho(resample_weights(n, n_boot=200, seed=0))
+    loo = np.array([rho((np.arange(n) != i)[None].astype(np.float64))[0] for i in range(n)])  # dense, one by one
+    expect = bca_interval(f.loc[1, "estimate"], boot, loo)
+    assert (f.loc[1, "lo"], f.loc[1, "hi"]) == pytest.approx(expect, abs=1e-12)
+    assert (f.loc[1, "lo"], f.loc[1, "hi"]) != pytest.approx(percentile_interval(boot), abs=1e-6)

@@ -46,3 +46,92 @@ def check_in_browser(report: Path, tmp_path: Path, n_figures: int) -> None:
     assert len(colours) > 200
     vermillion = np.array([0xD5, 0x5E, 0x00])
     assert (np.abs(img - vermillion).sum(axis=2) < 30).sum() > 100
+
+
+#: the page width the figures must be readable at, and the smallest figure text on screen (px)
+PAGE_WIDTH, MIN_TEXT_PX = 1400, 9.0
+MEASURE = """<script>
+function measure() {
+  for (const img of document.querySelectorAll('figure img')) {
+    img.setAttribute('data-shown', img.getBoundingClientRect().width);
+    img.setAttribute('data-natural', img.naturalWidth);
+  }
+  document.body.setAttribute('data-measured', '1');
+}
+window.addEventListener('load', measure);
+</script>"""
+
+
+def figure_text_px(report: Path, tmp_path: Path, width: int = PAGE_WIDTH) -> dict[str, float]:
+    """Smallest figure text as displayed at `width`: each figure's smallest font size (points, read
+    from its SVG, whose text stays text) x dpi / 72 x the PNG's displayed / natural width, both
+    widths measured by the browser (a copy of the page with a measuring script)."""
+    import re
+
+    from divergent.report.style import RC
+
+    dpi = RC["savefig.dpi"]
+
+    page = tmp_path / "measure.html"
+    page.write_text(report.read_text().replace("</body>", MEASURE + "</body>"))
+    dom = _run([f"--window-size={width},3000", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+               tmp_path).stdout
+    assert 'data-measured="1"' in dom, "the measuring script did not run"
+    out = {}
+    for block in re.findall(r"<figure>.*?</figure>", dom, flags=re.S):
+        tag, link = re.search(r"<img [^>]*>", block), re.search(r'href="figures/([^"]+)\.svg"', block)
+        if tag is None or link is None:  # not a figure with an SVG (e.g. a gallery of thumbnails)
+            continue
+        tag, stem = tag.group(0), link.group(1)
+        shown = float(re.search(r'data-shown="([\d.]+)"', tag).group(1))
+        natural = float(re.search(r'data-natural="([\d.]+)"', tag).group(1))
+        svg = (report.parent / "figures" / f"{stem}.svg").read_text()
+        svg_width = float(re.search(r'<svg[^>]*width="([\d.]+)pt"', svg).group(1))
+        sizes = [float(v) for v in re.findall(r"font-size: ([\d.]+)px", svg)]  # SVG user units: points
+        assert sizes, f"{stem}: no text in the SVG (text drawn as paths cannot be measured)"
+        assert abs(natural / (svg_width * dpi / 72) - 1) < 0.05, (stem, natural, svg_width)  # the same figure
+        out[stem] = min(sizes) * dpi / 72 * shown / natural
+    return out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
+def test_figure_text_readable_at_page_width(tmp_path, built_report):
+    px = figure_text_px(built_report[1], tmp_path)
+    assert len(px) == 7 and "fig3_angles" in px
+    small = {k: round(v, 1) for k, v in px.items() if v < MIN_TEXT_PX}
+    assert not small, f"figure text below {MIN_TEXT_PX} px on screen at {PAGE_WIDTH} px: {small}"
+
+
+def check_report_tables(out: Path) -> None:
+    """A report checked against its own tables: every model a band finding names lies in the
+    band (table1.in_band; the base included), and Fig. 2's caption gives the slope of the OLS fit
+    over the pairs whose members both lie in the band (recomputed from the pairs table)."""
+    import json
+    import re
+
+    import numpy as np
+    import pandas as pd
+
+    from divergent.report.html import fmt_num
+
+    html = (out / "report.html").read_text()
+    t1 = pd.read_parquet(out / "tables" / "table1.parquet")
+    f = pd.read_parquet(out / "tables" / "findings.parquet")
+    inb = set(t1.loc[t1["in_band"] | (t1["category"] == "base"), "model"])
+    for r in f[f["scope"] == "band"].itertuples():
+        named = {m for m in t1["model"] if re.search(rf"(?<![\w/@.-]){re.escape(m)}(?![\w@.-])", r.text)}
+        assert named <= inb, f"band finding {r.claim} names models outside the band: {sorted(named - inb)}"
+    lo, hi = json.loads((out / "tables" / "meta.json").read_text())["acc_band"]
+    pairs = pd.read_parquet(out / "tables" / "pairs.parquet")
+    p = pairs[pairs["acc_a"].between(lo, hi) & pairs["acc_b"].between(lo, hi)]
+    p = p[np.isfinite(p["gain_vs_mean"].astype(float))]
+    sec = html.split('id="ensembles"')[1].split("</section>")[0]
+    if len(p) >= 3:
+        slope = np.polyfit(p["error_inconsistency"], p["gain_vs_mean"], 1)[0]
+        assert f"over the {len(p)} pairs whose members both lie in the accuracy band (slope {fmt_num(slope, 3)}" in sec
+    else:
+        assert f"too few pairs whose members both lie in the accuracy band ({len(p)})" in sec
+
+
+def test_report_checked_against_its_tables(built_report):
+    check_report_tables(built_report[0])

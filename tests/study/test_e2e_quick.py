@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from divergent.report import SECTIONS
-from divergent.report.html import fmt_num, fmt_pct
+from divergent.report.html import fmt_pct
 
 
 @pytest.mark.slow
@@ -32,7 +32,7 @@ def test_quick_preset_end_to_end(tmp_path, fmnist_dir):
     for r in t1.itertuples():
         assert f">{fmt_pct(r.accuracy)}<" in models_sec
         if r.category != "base":
-            assert f">{fmt_num(r.error_inconsistency)}<" in models_sec
+            assert f">{fmt_pct(r.error_inconsistency)}<" in models_sec
     f = pd.read_parquet(out / "tables" / "findings.parquet")
     assert set(f["claim"]) == {1, 2, 3, 4, 5} and set(f["scope"]) == {"all", "band"}
     assert set(f["verdict"]) <= {"holds", "contradicted", "inconclusive"}
@@ -47,10 +47,13 @@ def test_quick_preset_end_to_end(tmp_path, fmnist_dir):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "report"))
-    from test_browser import CHROMIUM, check_in_browser
+    from test_browser import CHROMIUM, MIN_TEXT_PX, check_in_browser, check_report_tables, figure_text_px
 
+    check_report_tables(out)  # band findings name in-band models only; Fig. 2's caption equals the pairs table
     if CHROMIUM is not None:
         check_in_browser(out / "report.html", tmp_path, n_figures=html.count("data:image/png;base64,"))
+        px = figure_text_px(out / "report.html", tmp_path)
+        assert min(px.values()) >= MIN_TEXT_PX, px
     # a rerun does nothing
     s2 = run_study("fashion-mnist-quick", out, progress=False, echo=None)
     assert s2.ran == [] and s2.ok

@@ -21,7 +21,7 @@ import pandas as pd
 from ..cards import CATEGORIES
 from ..conventions import N_BOOT, TEST
 from ..metrics import specialization as sm
-from ..metrics.bootstrap import percentile_interval, resample_weights
+from ..metrics.bootstrap import bca_interval, jackknife_values, percentile_interval, resample_weights
 from ..metrics.relationships import ols_slope, spearman
 
 HOLDS, CONTRADICTED, INCONCLUSIVE = "holds", "contradicted", "inconclusive"
@@ -46,6 +46,20 @@ CLAIMS: dict[int, tuple[str, str, int]] = {
         "accuracy of the best stacked/combined embedding minus the best single embedding (same evaluation)", +1),
 }
 SCOPES = {"all": "all models", "band": "within the accuracy band"}
+#: claim id -> what the claim is, in a few words (the report's "At a glance")
+CLAIM_NAMES = {
+    1: "errors decorrelate as training diverges",
+    2: "ensembles gain as errors decorrelate",
+    3: "differently-trained models specialise",
+    4: "lower-accuracy models improve a high-accuracy one",
+    5: "combined representations beat the best single one",
+}
+#: the interval of each claim's statistic (docs/report.md, "Intervals"): BCa for the rank
+#: correlation over a handful of pairs (bounded and discrete: its estimate sits on the edge of its
+#: percentile interval), the percentile interval for the smooth ones (slopes, means, differences)
+INTERVALS = {1: "BCa", 2: "percentile", 3: "percentile", 4: "percentile", 5: "percentile"}
+#: the reason a band statistic gives when the band holds too few models for it
+TOO_FEW = "too few in-band models"
 
 
 def verdict(lo: float, hi: float, direction: int = +1) -> str:
@@ -87,6 +101,12 @@ class Evidence:
     combined_name: str = ""
     single_name: str = ""
     notes: dict[int, str] = field(default_factory=dict)
+    #: the accuracy-band scope: a statistic that lacks models says TOO_FEW (never borrows others)
+    band: bool = False
+    #: the band scope: the models in the band (base included), and claim 5's reason when no
+    #: feature or transfer result has only in-band members
+    n_models: int = 0
+    missing: dict[int, str] = field(default_factory=dict)
 
 
 #: finite bootstrap values an interval needs (fewer: no interval)
@@ -95,6 +115,19 @@ MIN_RESAMPLES = 10
 
 def _ci(reps: np.ndarray) -> tuple[float, float]:
     return percentile_interval(reps, min_n=MIN_RESAMPLES)
+
+
+def _bca(est: float, reps: np.ndarray, stat, n: int) -> tuple[float, float]:
+    """BCa interval of `stat` (a statistic of (B, n) example weights) from its bootstrap values
+    `reps`, with the leave-one-out jackknife over the n test examples for the acceleration."""
+    if np.count_nonzero(np.isfinite(reps)) < MIN_RESAMPLES:
+        return float("nan"), float("nan")
+    return bca_interval(est, reps, jackknife_values(stat, n), min_n=MIN_RESAMPLES)
+
+
+def _why(ev: Evidence, need: str) -> str:
+    """The reason a statistic was not computed: in the band scope, too few in-band models."""
+    return f"{TOO_FEW} ({ev.n_models} in the band; {need})" if ev.band else need
 
 
 def _pair_stats(ev: Evidence, models: list[str], W: np.ndarray | None):
@@ -122,18 +155,21 @@ def _claims_1_2(ev: Evidence, W: np.ndarray) -> list[dict]:
     # claim 1
     if ev.correct_base is None or len(ranked) < 3 or len({ev.category[m] for m in ranked}) < 2:
         out.append(dict(claim=1, estimate=np.nan, lo=np.nan, hi=np.nan, n=len(ranked),
-                        reason="needs at least 3 pairs with the base in at least 2 of the paper's categories"))
+                        reason=_why(ev, "needs at least 3 pairs with the base in at least 2 of the paper's categories")))
     else:
         r = np.array([CATEGORY_RANK[ev.category[m]] for m in ranked], dtype=np.float64)
-        ei0, _ = _pair_stats(ev, ranked, None)
-        ei, _ = _pair_stats(ev, ranked, W)
-        est = float(spearman(r[None, :], ei0)[0])
-        lo, hi = _ci(spearman(np.broadcast_to(r, ei.shape), ei))
+
+        def rho(w):
+            ei = _pair_stats(ev, ranked, w)[0]
+            return spearman(np.broadcast_to(r, ei.shape), ei)
+
+        est = float(rho(None)[0])
+        lo, hi = _bca(est, rho(W), rho, W.shape[1])
         out.append(dict(claim=1, estimate=est, lo=lo, hi=hi, n=len(ranked), reason=""))
     # claim 2
     if ev.correct_base is None or len(models) < 3:
         out.append(dict(claim=2, estimate=np.nan, lo=np.nan, hi=np.nan, n=len(models),
-                        reason="needs at least 3 pairs with the base"))
+                        reason=_why(ev, "needs at least 3 pairs with the base")))
     else:
         ei0, g0 = _pair_stats(ev, models, None)
         ei, g = _pair_stats(ev, models, W)
@@ -152,7 +188,7 @@ def _claim_3(ev: Evidence, W: np.ndarray) -> dict:
     far = most_different(ev.phi)
     if "reinit" not in ev.phi or far is None:
         return dict(claim=3, estimate=np.nan, lo=np.nan, hi=np.nan, n=len(ev.phi),
-                    reason="needs angle data for a reinit pair and a pair of a more different category")
+                    reason=_why(ev, "needs angle data for a reinit pair and a pair of a more different category"))
     s_far = sm.resampled_scores(ev.phi[far], ev.outcome[far], W)
     s_re = sm.resampled_scores(ev.phi["reinit"], ev.outcome["reinit"], W)
     est = float((sm.resampled_scores(ev.phi[far], ev.outcome[far])
@@ -176,23 +212,24 @@ def _diff_claim(claim: int, a: np.ndarray | None, b: np.ndarray | None, W: np.nd
 
 
 def claim_statistics(ev: Evidence, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
-    """Point estimates and 95 % percentile intervals of the five statistics for one scope."""
+    """Point estimates and 95 % intervals (:data:`INTERVALS`) of the five statistics for one scope."""
     out = []
     W = resample_weights(ev.correct_base.size, n_boot=n_boot, seed=seed) if ev.correct_base is not None else None
     if W is not None:
         out += _claims_1_2(ev, W)
         out.append(_claim_3(ev, W) if ev.phi else dict(claim=3, estimate=np.nan, lo=np.nan, hi=np.nan, n=0,
-                                                       reason="no angle data for representative pairs"))
+                                                       reason=_why(ev, "no angle data for representative pairs")))
     else:
         for c in (1, 2, 3):
-            out.append(dict(claim=c, estimate=np.nan, lo=np.nan, hi=np.nan, n=0, reason="no pairs with the base"))
+            out.append(dict(claim=c, estimate=np.nan, lo=np.nan, hi=np.nan, n=0,
+                            reason=_why(ev, "no pairs with the base")))
     start = ev.greedy_base_correct if ev.greedy_base_correct is not None else ev.correct_base
     out.append(_diff_claim(4, ev.greedy_correct, start, W,
-                           "no greedy ensemble of the base with lower-accuracy models"))
+                           _why(ev, "no greedy ensemble of the base with lower-accuracy models")))
     Wd = (resample_weights(ev.combined_correct.size, n_boot=n_boot, seed=seed + 1)
           if ev.combined_correct is not None else None)
     out.append(_diff_claim(5, ev.combined_correct, ev.single_correct, Wd,
-                           "no feature-combination or stacked-transfer result"))
+                           ev.missing.get(5) or _why(ev, "no feature-combination or stacked-transfer result")))
     for row in out:
         if ev.notes.get(row["claim"]) and not row["reason"]:
             row["note"] = ev.notes[row["claim"]]
@@ -213,7 +250,8 @@ def describe(claim: int, scope: str, est: float, lo: float, hi: float, v: str, n
     if not math.isfinite(est):
         return f"Not computed {where}: {reason}." if reason else f"Not computed {where}."
     pct = claim in (4, 5)
-    ci = (f"95% CI {_fmt(lo, pct)} to {_fmt(hi, pct)}" if math.isfinite(lo) and math.isfinite(hi)
+    kind = "BCa " if INTERVALS[claim] == "BCa" else ""
+    ci = (f"95% {kind}CI {_fmt(lo, pct)} to {_fmt(hi, pct)}" if math.isfinite(lo) and math.isfinite(hi)
           else f"no interval ({reason})" if reason else "no interval")
     body = {
         1: f"over {n} pairs with the base, the Spearman correlation between category rank and error inconsistency is {_fmt(est)} ({ci})",
@@ -252,26 +290,32 @@ def make_row(claim: int, scope: str, estimate: float, lo: float, hi: float, n: i
     """A findings row from a statistic and its interval (also used with constructed intervals)."""
     paper, statistic, direction = CLAIMS[claim]
     v = verdict(lo, hi, direction) if math.isfinite(estimate) else INCONCLUSIVE
-    return dict(claim=claim, scope=scope, paper=paper, statistic=statistic, estimate=float(estimate),
-                lo=float(lo), hi=float(hi), direction=direction, n=int(n), verdict=v,
-                reason=reason or "", text=describe(claim, scope, estimate, lo, hi, v, n, reason, extra))
+    return dict(claim=claim, scope=scope, claim_name=CLAIM_NAMES[claim], paper=paper, statistic=statistic,
+                estimate=float(estimate), lo=float(lo), hi=float(hi), interval=INTERVALS[claim],
+                direction=direction, n=int(n), verdict=v, reason=reason or "",
+                text=describe(claim, scope, estimate, lo, hi, v, n, reason, extra))
 
 
 # ---- the evidence of one study ------------------------------------------------------------------
 
 def scope_evidence(store, pairs: pd.DataFrame, base: str, models: list[str], split: str = TEST, *,
-             greedy_members: list[str] | None = None, features: list[dict] = (), transfer: dict | None = None
-             ) -> Evidence:
+             greedy_members: list[str] | None = None, features: list[dict] = (), transfer: dict | None = None,
+             band: bool = False) -> Evidence:
     """The per-example evidence of one scope: the base's pairs with `models` (pairs table rows with a
     finite ensemble accuracy), the representative pairs' angles, the greedy ensemble `greedy_members`
     (its first member is the model it starts from) and the best single / combined embeddings (the
     study's feature and transfer results: dicts with 'best' (.npz of per-example correctness),
-    'single', 'combined' and, for features, 'combined_holdout')."""
+    'single', 'combined' and, for features, 'combined_holdout' and 'model_b').
+
+    band=True: the accuracy-band scope. Only results whose every member is the base or one of
+    `models` count (a feature or transfer result with a model outside the band is left out, never
+    borrowed); a statistic without enough of them says "too few in-band models"."""
     from .ensembles import members_correct, representatives
     from .pairs import pair_outcome_codes
     from .specialization import top1
 
-    ev = Evidence()
+    ev = Evidence(band=band, n_models=len(set(models) | {base}))
+    allowed = set(models) | {base}
     bp = pairs[(pairs["model_a"] == base) & pairs["model_b"].isin(models)]
     bp = bp[np.isfinite(bp["ensemble_acc"].astype(float))]
     plist = [(base, m) for m in bp["model_b"]]
@@ -312,6 +356,17 @@ def scope_evidence(store, pairs: pd.DataFrame, base: str, models: list[str], spl
     cands = [f for f in features if "best" in f]
     if transfer and "best" in transfer:
         cands.append({**transfer, "single_holdout": 0, "combined_holdout": 0, "_transfer": True})
+    if band:
+        def members(c):
+            if not c.get("_transfer"):
+                return {base, c.get("model_b", "")}
+            return {str(c["single"]), *str(c["combined"]).split("+")}
+
+        n_all = len(cands)
+        cands = [c for c in cands if members(c) <= allowed]
+        if n_all and not cands:
+            ev.missing[5] = (f"{TOO_FEW}: every feature-combination or stacked-transfer result uses a model "
+                             f"outside the band")
     if cands:
         # prefer the downstream (stacked transfer) result; else the best feature combination by holdout
         pick = next((c for c in cands if c.get("_transfer")), None) or max(cands, key=lambda c: c["combined_holdout"])
@@ -326,9 +381,12 @@ def study_findings(store, pairs: pd.DataFrame, base: str, acc: dict[str, float],
                    max_size: int = 4, features: list[dict] = (), transfer: dict | None = None,
                    n_boot: int = N_BOOT, seed: int = 0) -> tuple[pd.DataFrame, int]:
     """The findings table of a study in both scopes: "all" (every model; the study's greedy run
-    `greedy_members`) and "band" (models whose test accuracy `acc` lies in `band`; a greedy run of
-    the high-accuracy model over the lower-accuracy models in the band). Returns the table and the
-    number of models in the band."""
+    `greedy_members`) and "band" (models whose test accuracy `acc` lies in `band`, with the base:
+    their pairs with the base, representatives, feature and transfer results whose members are all
+    in the band, and a greedy run over the lower-accuracy models in the band from the high-accuracy
+    model when it lies in the band, else from the base). A band statistic without enough in-band
+    models says "too few in-band models" and is inconclusive. Returns the table and the number of
+    models in the band."""
     from ._select import as_store
     from .ensembles import lower_accuracy_greedy
 
@@ -336,8 +394,11 @@ def study_findings(store, pairs: pd.DataFrame, base: str, acc: dict[str, float],
     all_models = [m for m in acc if m != base]
     in_band = [m for m in all_models if band[0] <= acc[m] <= band[1]]
     cats = dict(zip(pairs["model_b"], pairs["category"]))
-    _, band_members, _ = lower_accuracy_greedy(store, high_accuracy or base, in_band, max_size=max_size, cats=cats)
+    # the band's greedy run starts from the high-accuracy model only when it lies in the band
+    start = high_accuracy if high_accuracy in in_band else base
+    _, band_members, _ = lower_accuracy_greedy(store, start, [m for m in in_band if m != start],
+                                               max_size=max_size, cats=cats)
     kw = dict(features=list(features), transfer=transfer)
     ev = {"all": scope_evidence(store, pairs, base, all_models, split, greedy_members=greedy_members, **kw),
-          "band": scope_evidence(store, pairs, base, in_band, split, greedy_members=band_members, **kw)}
+          "band": scope_evidence(store, pairs, base, in_band, split, greedy_members=band_members, band=True, **kw)}
     return findings_table(ev, n_boot=n_boot, seed=seed), len(in_band)

@@ -50,12 +50,16 @@ def write_table(df, out: Path) -> None:
     typer.echo(f"wrote {len(df)} rows to {out}")
 
 
-def show_table(df, out: Optional[Path] = None, *, floatfmt: str = "{:.4f}") -> None:
-    """Save to `out` when given, else print the whole table."""
+def show_table(df, out: Optional[Path] = None, *, digits: int = 4) -> None:
+    """Save to `out` when given, else print the whole table, each number written by the one rule of
+    divergent.report.tables.format_frame (whole numbers as integers, blank when missing, small and
+    large magnitudes in scientific notation, else `digits` decimals)."""
     if out is not None:
         write_table(df, out)
         return
     import pandas as pd
 
+    from ..report.tables import format_frame
+
     with pd.option_context("display.max_rows", 300, "display.max_columns", 30, "display.width", 200):
-        typer.echo(df.to_string(index=False, float_format=lambda v: floatfmt.format(v)))
+        typer.echo(format_frame(df, digits).to_string(index=False))

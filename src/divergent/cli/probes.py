@@ -141,4 +141,4 @@ def register(app: typer.Typer) -> None:
         _torch_threads(threads)
         df = transfer(Store.open(store), [m.strip() for m in models.split(",") if m.strip()], task, pairs,
                       fit_on=fit_on, select_on=select_on, split=split, grid=_grid(grid), max_train=max_train)
-        show_table(df, out, floatfmt="{:.4g}")
+        show_table(df, out)

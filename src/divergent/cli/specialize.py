@@ -37,10 +37,13 @@ def register(app: typer.Typer) -> None:
         written = write_tables(res, out) if out is not None else []
         typer.echo(f"specialization of {b!r} vs base {a!r} on {split!r} "
                    f"({'calibrated' if not uncalibrated else 'uncalibrated'}):")
+        from ..report.tables import fmt_value
+
         for r in res.summary.itertuples(index=False):
             ci = f"  [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low == r.ci_low else ""
             p = f"  p={r.p_value:.3g}" if r.p_value == r.p_value else ""
-            typer.echo(f"  {r.statistic:<20} {r.value:10.3f}{ci}{p}")
+            # counts (n_only_a, ...) as integers, by the one rule of report.tables.fmt_value
+            typer.echo(f"  {r.statistic:<20} {fmt_value(r.value, 3, integer=r.statistic.startswith('n_')):>10}{ci}{p}")
         if len(res.groups):
             typer.echo(f"class groups ({res.meta['group_source']}):")
             for r in res.groups.itertuples(index=False):

@@ -36,7 +36,8 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
     """Linear evaluation of each model's embedding (and every pair, concatenated) on a task.
 
     Returns a tidy DataFrame, one row per (embedding, metric): task, kind ('single'/'pair'),
-    a, b, models, dims, metric, value, select_score, lam, converged. With ``return_scores``
+    a, b, models, dims, metric, value, select_score, lam, lam_edge (lowest / highest when the
+    selected lam is at the end of the grid fitted), converged. With ``return_scores``
     the result is ``(table, scores)``: scores[models] is the (N, K) probe decision values on
     ``split`` of that embedding ("a" or "a+b"), for per-example comparisons.
     """
@@ -86,7 +87,7 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
         base = dict(task=task, kind="single" if len(ms) == 1 else "pair", a=ms[0],
                     b=ms[1] if len(ms) > 1 else None, models="+".join(ms), dims=int(X[split].shape[1]),
                     split=names[split], select_metric=sw.metric, select_score=sel, lam=sw.best.lam,
-                    converged=bool(sw.table.converged.all()))
+                    lam_edge=lam_edge(sw.best.lam, sw.table.lam), converged=bool(sw.table.converged.all()))
         return [dict(base, metric=k, value=v) for k, v in vals.items()]
 
     rows, scores = [], ({} if return_scores else None)
@@ -100,6 +101,15 @@ def transfer(store, models, task: str | None = None, pairs: bool = True, *, fit_
 
 #: the probe metric reported per downstream task kind (multi-label: the paper's VOC 2007 11-point mAP)
 TRANSFER_METRIC = {False: "accuracy", True: "map11"}
+
+
+def lam_edge(lam: float, fitted) -> str:
+    """'lowest' / 'highest' when the selected lam is the smallest / largest value fitted (the
+    optimum may lie beyond the grid: widen it), else ''."""
+    vals = np.asarray(list(fitted), dtype=np.float64)
+    if vals.size < 2:
+        return ""
+    return "lowest" if lam <= vals.min() else "highest" if lam >= vals.max() else ""
 
 
 def transfer_rows(tab, scores: dict, *, task: str, upstream_acc: dict, labels) -> tuple[list[dict], dict | None]:
@@ -117,7 +127,7 @@ def transfer_rows(tab, scores: dict, *, task: str, upstream_acc: dict, labels) -
         rows.append(dict(embedding=r.models, kind="single" if r.kind == "single" else "stacked", task=task,
                          metric=metric, score=float(r.value), holdout_score=float(r.select_score),
                          upstream_acc=float(np.mean([upstream_acc[m] for m in members])), dims=int(r.dims),
-                         lam=float(r.lam)))
+                         lam=float(r.lam), lam_edge=str(getattr(r, "lam_edge", ""))))
     best = None
     if not multilabel:
         pick = {k: t[t["kind"] == k] for k in ("single", "pair")}

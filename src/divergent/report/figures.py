@@ -39,7 +39,8 @@ def save_figure(fig, stem: Path) -> dict[str, object]:
     out = {}
     for ext, meta in (("svg", {"Date": None, "Creator": "divergent"}), ("png", {"Software": "divergent"})):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, bbox_inches="tight", metadata=meta)
+        with _ctx():  # the style's svg.fonttype: text stays text (selectable, measurable)
+            fig.savefig(buf, format=ext, bbox_inches="tight", metadata=meta)
         atomic_write_bytes(stem.with_suffix(f".{ext}"), buf.getvalue())
         out[ext] = buf.getvalue()
     _plt().close(fig)
@@ -89,30 +90,54 @@ def fig_errors(pairs: pd.DataFrame):
     return fig
 
 
-def _fit_line(ax, x, y):
-    if len(x) >= 2 and np.ptp(x) > 0:
-        b, a = np.polyfit(x, y, 1)
-        xs = np.linspace(x.min(), x.max(), 50)
-        ax.plot(xs, a + b * xs, color="black", lw=0.9, ls="--")
-        ax.text(0.02, 0.98, f"OLS slope {b:.2f}", transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
+#: fewer in-band pairs than this: Fig. 2 says so instead of drawing a line (claim 2 needs as many)
+MIN_LINE_PAIRS = 3
+
+
+def in_band_pairs(pairs: pd.DataFrame, band: tuple[float, float] | None) -> np.ndarray:
+    """Pairs whose members both lie in the accuracy band (all pairs without a band): the pairs
+    Fig. 2's lines are fitted to, as the paper controls accuracy."""
+    if band is None:
+        return np.ones(len(pairs), bool)
+    ok = pairs["acc_b"].astype(float).between(band[0], band[1])
+    if "acc_a" in pairs:
+        ok &= pairs["acc_a"].astype(float).between(band[0], band[1])
+    return ok.to_numpy()
+
+
+def band_fit(pairs: pd.DataFrame, band: tuple[float, float] | None, col: str = "gain_vs_mean") -> dict:
+    """The OLS line of `col` on error inconsistency over the in-band pairs with a finite `col`:
+    {'n', 'slope', 'intercept'} (slope and intercept NaN below MIN_LINE_PAIRS pairs or without spread).
+    For col='gain_vs_mean' the slope is claim 2's statistic over the same pairs."""
+    m = in_band_pairs(pairs, band)
+    x = pairs["error_inconsistency"].to_numpy(float)[m]
+    y = pairs[col].to_numpy(float)[m]
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < MIN_LINE_PAIRS or np.ptp(x) == 0:
+        return dict(n=int(len(x)), slope=float("nan"), intercept=float("nan"))
+    b, a = np.polyfit(x, y, 1)
+    return dict(n=int(len(x)), slope=float(b), intercept=float(a), x0=float(x.min()), x1=float(x.max()))
 
 
 def fig_ensembles(pairs: pd.DataFrame, band: tuple[float, float] | None = None):
-    """Fig. 2: ensemble accuracy, gain over the best member and conversion rate vs error inconsistency.
+    """Fig. 2: ensemble gain over the members' mean (claim 2's statistic), gain over the better
+    member and conversion rate against error inconsistency, one point per pair with the base.
 
-    With an accuracy band, pairs whose other model lies outside it are drawn hollow and the pooled
-    OLS line is fitted to the in-band pairs (accuracy differences otherwise masquerade as diversity)."""
+    Accuracy is controlled as in the paper: pairs with a member outside the band are drawn hollow,
+    and each panel's OLS line is fitted to the pairs whose members both lie in the band (with fewer
+    than MIN_LINE_PAIRS of them the panel says so instead of drawing a line)."""
     plt = _plt()
     cats = _cats(pairs)
-    inb = (np.ones(len(pairs), bool) if band is None
-           else pairs["acc_b"].astype(float).between(band[0], band[1]).to_numpy())
-    panels = [("ensemble_acc", "Ensemble accuracy (%)"),
-              ("gain_vs_best", "Ensemble gain over the better member (pp)"),
-              ("conversion_rate", "Conversion rate (% of inconsistent\nexamples the ensemble gets right)")]
+    inb = in_band_pairs(pairs, band)
+    panels = [("gain_vs_mean", "Gain over the members' mean (pp)", "Gain over the members' mean"),
+              ("gain_vs_best", "Gain over the better member (pp)", "Gain over the better member"),
+              ("conversion_rate", "Conversion rate (% of inconsistent\nexamples the ensemble gets right)",
+               "Conversion rate")]
+    who = "in-band pairs" if band is not None else "all pairs"
     with _ctx():
-        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
-        for ax, (col, ylab) in zip(axes, panels):
-            x_all, y_all = [], []
+        fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8))
+        for ax, (col, ylab, title) in zip(axes, panels):
             for i, c in enumerate(cats):
                 m = (pairs["category"] == c).to_numpy()
                 x = 100 * pairs.loc[m, "error_inconsistency"].to_numpy(float)
@@ -124,21 +149,27 @@ def fig_ensembles(pairs: pd.DataFrame, band: tuple[float, float] | None = None):
                            linewidth=0.4, label=style.label(c), zorder=3)
                 ax.scatter(x[ok & ~ib], y[ok & ~ib], facecolor="none", edgecolor=style.color(c), marker=mk, s=28,
                            linewidth=1.0, zorder=3)
-                x_all += list(x[ok & ib]); y_all += list(y[ok & ib])
-            _fit_line(ax, np.array(x_all), np.array(y_all))
-            if col == "gain_vs_best":
+            fit = band_fit(pairs, band, col)
+            if np.isfinite(fit["slope"]):
+                xs = np.linspace(fit["x0"], fit["x1"], 50)
+                ax.plot(100 * xs, 100 * (fit["intercept"] + fit["slope"] * xs), color="black", lw=0.9, ls="--")
+                note = f"OLS over {fit['n']} {who}: slope {fit['slope']:.3f}"
+            else:
+                note = f"too few {who} for a line ({fit['n']})"
+            if col.startswith("gain"):
                 ax.axhline(0, color="grey", lw=0.8)
             ax.set_xlabel("Error inconsistency with the base (%)")
             ax.set_ylabel(ylab)
-        h, l = axes[0].get_legend_handles_labels()
+            ax.set_title(f"{title}\n{note}", fontsize=9)
+        handles = [h for h in axes[0].get_legend_handles_labels()[0]]
         if band is not None and (~inb).any():
             from matplotlib.lines import Line2D
 
-            h.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="black",
-                            label=f"outside the band ({100 * band[0]:.1f}-{100 * band[1]:.1f}%)"))
-        axes[1].set_title("Fig. 2: as errors decorrelate, ensembles gain" + (" (line: in-band pairs)" if band else ""))
+            handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="black",
+                                  label=f"a member outside the band ({100 * band[0]:.1f}-{100 * band[1]:.1f}%)"))
+        fig.suptitle("Fig. 2: ensembles of the base with each model against error inconsistency", fontsize=10)
         fig.tight_layout()
-        fig.legend(handles=h, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(h)))
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(handles)))
     return fig
 
 
@@ -146,33 +177,65 @@ OUTCOME_LABELS = {"only_a": "only the base right", "only_b": "only the other mod
                   "both": "both right", "neither": "both wrong"}
 
 
+#: Fig. 3's grid: panels per row (readable at the report's page width)
+ANGLE_COLUMNS = 3
+
+
+def angle_histograms(angles: pd.DataFrame, bins: np.ndarray | None = None) -> pd.DataFrame:
+    """Fig. 3's numbers: for each representative pair and outcome group, the share of the group's
+    examples (%) in each φ bin (each group sums to 100 %): model_b, category, outcome, n, lo, hi, share."""
+    bins = np.linspace(0, 90, 31) if bins is None else bins
+    rows = []
+    for (mb, cat), sub in angles.groupby(["model_b", "category"], sort=False):
+        for oc in OUTCOME_LABELS:
+            v = sub.loc[sub["outcome"] == oc, "phi"].to_numpy(float)
+            h = np.histogram(v, bins=bins)[0]
+            share = 100.0 * h / v.size if v.size else np.full(len(h), np.nan)
+            rows += [dict(model_b=mb, category=cat, outcome=oc, n=int(v.size), lo=float(a), hi=float(b),
+                          share=float(x)) for a, b, x in zip(bins[:-1], bins[1:], share)]
+    return pd.DataFrame(rows)
+
+
 def fig_angles(angles: pd.DataFrame, base: str):
-    """Fig. 3: histograms of phi = atan2(conf_base, conf_other) by outcome, for representative pairs."""
+    """Fig. 3: for each representative pair, the distribution of φ = atan2(conf_base, conf_other)
+    within each outcome group (share of the group's examples per bin, so every group sums to 100 %),
+    as in the paper's Fig. 3; a grid of ANGLE_COLUMNS panels per row."""
     plt = _plt()
     pairs = angles.drop_duplicates("model_b")[["model_b", "category"]]
     order = {c: i for i, c in enumerate(style.category_order(pairs["category"]))}
     pairs = pairs.sort_values("category", key=lambda s: s.map(order))
     n = len(pairs)
-    bins = np.linspace(0, 90, 31)
+    ncol = min(ANGLE_COLUMNS, n)
+    nrow = -(-n // ncol)
+    hist = angle_histograms(angles)
     with _ctx():
-        fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.1), squeeze=False, sharey=False)
-        for ax, (_, row) in zip(axes[0], pairs.iterrows()):
-            sub = angles[angles["model_b"] == row["model_b"]]
-            for oc in ("only_a", "only_b", "both", "neither"):
-                v = sub.loc[sub["outcome"] == oc, "phi"].to_numpy(float)
-                if v.size == 0:
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.5 * ncol, 2.9 * nrow + 0.4), squeeze=False,
+                                 sharex=True, sharey=True)
+        for ax, (_, row) in zip(axes.ravel(), pairs.iterrows()):
+            sub = hist[hist["model_b"] == row["model_b"]]
+            for oc in OUTCOME_LABELS:
+                g = sub[sub["outcome"] == oc]
+                if not len(g) or g["n"].iloc[0] == 0:
                     continue
-                w = np.full(v.size, 100.0 / max(len(sub), 1))
-                kw = dict(histtype="step", lw=1.6) if oc in ("only_a", "only_b") else dict(histtype="stepfilled", alpha=0.25)
-                ax.hist(v, bins=bins, weights=w, color=style.OUTCOME_COLORS[oc], label=OUTCOME_LABELS[oc], **kw)
+                edges = np.r_[g["lo"].to_numpy(), g["hi"].iloc[-1]]
+                kw = (dict(lw=1.8) if oc in ("only_a", "only_b") else dict(lw=1.0, ls="--"))
+                ax.stairs(g["share"].to_numpy(), edges, color=style.OUTCOME_COLORS[oc],
+                          label=f"{OUTCOME_LABELS[oc]}", **kw)
             ax.axvline(45, color="black", lw=0.6, ls=":")
-            ax.set_title(f"{style.label(row['category'])}: {row['model_b']}", fontsize=9)
-            ax.set_xlabel("φ = atan2(conf base, conf other) (degrees)\n> 45°: base more confident")
-            ax.set_ylabel("Test examples (%)")
+            ax.set_title(f"{style.label(row['category'])}: {str(row['model_b']).split('/')[-1]}", fontsize=9)
             ax.set_xlim(0, 90)
-        axes[0][0].legend(loc="upper left")
-        fig.suptitle(f"Fig. 3: who is more confident where (base: {base})", y=1.02, fontsize=10)
+            ax.set_xticks([0, 15, 30, 45, 60, 75, 90])
+        for ax in axes.ravel()[n:]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("φ (degrees; > 45°: base more confident)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("Share of the group (%)")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.suptitle(f"Fig. 3: distribution of φ within each outcome group (base: {base})", fontsize=10)
         fig.tight_layout()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return fig
 
 
@@ -304,8 +367,12 @@ def fig_transfer(transfer: pd.DataFrame):
     tasks = list(dict.fromkeys(transfer["task"]))
     with _ctx():
         n_max = max(int((transfer["task"] == t).sum()) for t in tasks)
-        fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 1.2 + 0.2 * n_max), squeeze=False)
-        for ax, task in zip(axes[0], tasks):
+        ncol = min(2, len(tasks))
+        nrow = -(-len(tasks) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, nrow * (1.4 + 0.25 * n_max)), squeeze=False)
+        for ax in axes.ravel()[len(tasks):]:
+            ax.set_visible(False)
+        for ax, task in zip(axes.ravel(), tasks):
             sub = transfer[transfer["task"] == task].sort_values("score")
             colors = [style.OKABE_ITO["blue"] if k == "single" else style.OKABE_ITO["orange"] for k in sub["kind"]]
             y = np.arange(len(sub))
@@ -315,7 +382,7 @@ def fig_transfer(transfer: pd.DataFrame):
                 ax.errorbar(s, y, xerr=[s - 100 * sub["score_lo"].to_numpy(float),
                                         100 * sub["score_hi"].to_numpy(float) - s],
                             fmt="none", ecolor="black", lw=0.7)
-            ax.set_yticks(y, sub["embedding"], fontsize=7)
+            ax.set_yticks(y, sub["embedding"], fontsize=8)
             metric = sub["metric"].iloc[0] if len(sub) else ""
             ax.set_xlabel(f"{style.metric_label(metric)} on {task} (%)")
             lo = 100 * sub["score"].min()

@@ -60,9 +60,25 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], str]] = {
         ("claim", "scope", "statistic", "estimate", "lo", "hi", "verdict", "text"),
         "one of the paper's five claims in one scope (all models / accuracy band)",
     ),
+    "gallery": (
+        ("model_a", "model_b", "category", "side", "group", "rank", "id", "class_name", "pred_a_name",
+         "pred_b_name", "confidence", "thumbnail"),
+        "one test example of a representative pair that only one model gets right (side only_a or only_b),"
+        " ranked by the right model's confidence within its class group; thumbnail: a PNG path relative to"
+        " the output directory ('' when the images could not be read)",
+    ),
+    "confusion_diff": (
+        ("model_a", "model_b", "category", "true_class", "pred_class", "count_a", "count_b", "diff"),
+        "one (true class, predicted class) cell of a representative pair's confusion matrices: counts of"
+        " the base (a), of model_b (b), and a minus b",
+    ),
+    "environment": (
+        ("item", "value"),
+        "one fact about the machine the study ran on (CPU, instruction set, library versions)",
+    ),
 }
 OPTIONAL = {"angles", "class_specialization", "group_specialization", "greedy",
-            "feature_combination", "dims_curve", "transfer"}
+            "feature_combination", "dims_curve", "transfer", "gallery", "confusion_diff", "environment"}
 
 
 @dataclass
@@ -79,6 +95,9 @@ class ReportTables:
     feature_combination: pd.DataFrame | None = None
     dims_curve: pd.DataFrame | None = None
     transfer: pd.DataFrame | None = None
+    gallery: pd.DataFrame | None = None
+    confusion_diff: pd.DataFrame | None = None
+    environment: pd.DataFrame | None = None
     base: str | None = None
     #: section name -> why it is missing (shown in the report instead of a figure)
     missing: dict[str, str] = field(default_factory=dict)
@@ -102,6 +121,71 @@ class ReportTables:
                 )
             self.base = str(base_rows["model"].iloc[0])
         return self
+
+
+# ---- how a number is written in a table (the report's tables and the CLI's; docs/report.md)
+
+#: non-zero magnitudes below this (or at/above SCI_HIGH) are written in scientific notation
+SCI_LOW, SCI_HIGH = 1e-3, 1e7
+
+
+def is_missing(v) -> bool:
+    """None, NaN, NaT and pandas' NA: written as a blank cell."""
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_value(v, digits: int = 4, *, integer: bool | None = None) -> str:
+    """One table cell: blank for missing; integers (and `integer` columns' integral floats) as
+    integers; other floats with `digits` decimals, in scientific notation (`digits` - 1 decimals
+    of the mantissa) when non-zero and below SCI_LOW or at least SCI_HIGH in magnitude."""
+    import math
+
+    import numpy as np
+
+    if is_missing(v):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        x = float(v)
+        if not math.isfinite(x):
+            return "inf" if x > 0 else "-inf"
+        if integer and x.is_integer():
+            return str(int(round(x)))
+        if x != 0 and not SCI_LOW <= abs(x) < SCI_HIGH:
+            return f"{x:.{max(digits - 1, 1)}e}"
+        return f"{x:.{digits}f}"
+    return str(v)
+
+
+def integer_column(col: pd.Series) -> bool:
+    """A column of whole numbers (ints, or floats whose every present value is integral, as
+    pandas stores an integer column with missing values)."""
+    import numpy as np
+
+    if pd.api.types.is_bool_dtype(col):
+        return False
+    if pd.api.types.is_integer_dtype(col):
+        return True
+    if not pd.api.types.is_float_dtype(col):
+        return False
+    v = col.to_numpy(dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return v.size > 0 and bool(np.all(v == np.round(v))) and bool(np.all(np.abs(v) < SCI_HIGH))
+
+
+def format_frame(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """`df` as strings by :func:`fmt_value`, column by column (whole-number columns as integers)."""
+    out = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        integer = integer_column(df[c])
+        out[c] = [fmt_value(v, digits, integer=integer) for v in df[c]]
+    return out
 
 
 def validate_table(name: str, df: pd.DataFrame) -> None:
