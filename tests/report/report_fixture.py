@@ -73,6 +73,15 @@ def make_tables() -> ReportTables:
         make_row(3, "band", float("nan"), float("nan"), float("nan"), reason="no dataset pair in the band"),
         make_row(4, "band", 0.01, 0.001, 0.02, n=5000), make_row(5, "band", 0.0167, -0.002, 0.035, n=1797),
     ])
+    # the gallery without image files (each example shows its id) and the machine's description
+    gallery = pd.DataFrame([dict(model_a="cnn-base", model_b="mlp", category="architecture", side=side, group=g,
+                                 rank=r, id=f"t10k/{k:05d}", class_name=c, pred_a_name=pa, pred_b_name=pb,
+                                 confidence=conf, thumbnail="")
+                            for k, (side, g, r, c, pa, pb, conf) in enumerate([
+                                ("only_a", "garments", 0, "Shirt", "Shirt", "T-shirt", 0.91),
+                                ("only_b", "footwear", 0, "Sandal", "Sneaker", "Sandal", 0.88)])])
+    env = pd.DataFrame({"item": ["cpu", "instruction set", "numpy"], "value": ["Test CPU", "AVX2", "2.0.0"]})
     return ReportTables(models=models, pairs=pairs, findings=findings, angles=angles, class_specialization=class_spec,
                         group_specialization=gs, greedy=greedy, feature_combination=fc, dims_curve=dims,
-                        transfer=transfer, meta={"acc_band": (0.84, 0.92), "dataset": "fashion-mnist", "study": "test"})
+                        transfer=transfer, gallery=gallery, environment=env,
+                        meta={"acc_band": (0.84, 0.92), "dataset": "fashion-mnist", "study": "test"})

@@ -7,12 +7,12 @@
 See docs/datasets.md for sources, ids and split rules.
 """
 from .base import ArrayReader, ConcatReader, ImageDataset, ImageDecodeError, Mapped, describe
-from .open import NAMED_SOURCES, PREFIXES, check_images, open_dataset
+from .open import NAMED_SOURCES, PREFIXES, check_images, images_by_id, open_dataset
 from .splits import stratified_halves
 from .splitting import SPLIT_NAMES, official_plan, stratified_thirds
 
 __all__ = [
     "ArrayReader", "ConcatReader", "ImageDataset", "ImageDecodeError", "Mapped", "NAMED_SOURCES", "PREFIXES",
-    "SPLIT_NAMES", "check_images", "describe", "official_plan", "open_dataset", "stratified_halves",
+    "SPLIT_NAMES", "check_images", "describe", "images_by_id", "official_plan", "open_dataset", "stratified_halves",
     "stratified_thirds",
 ]

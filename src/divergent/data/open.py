@@ -66,6 +66,23 @@ def open_dataset(source: str, split: str = "test", *, on_error: str = "fail", ve
     return ds
 
 
+def images_by_id(source: str, ids, split: str = "all", **options) -> list[np.ndarray]:
+    """The native pixels (uint8 HxW or HxWx3, as ``ImageDataset.raw`` gives them) of the examples
+    with the given ids, in the order given, from any source :func:`open_dataset` reads.
+
+    split: the split the ids belong to ('all' finds an id in any split; naming the split reads
+    less for sources whose splits are files of their own). options: as for open_dataset.
+    Refuses ids the source does not hold, naming a few."""
+    ds = open_dataset(source, split, **options)
+    where = {str(i): k for k, i in enumerate(ds.ids)}
+    ids = [str(i) for i in ids]
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise DivergentError(f"{len(missing)} example id(s) are not in {source!r} (split {split!r}), e.g. {missing[:3]}",
+                             "open the dataset the ids came from (the same source, split and options)")
+    return [np.asarray(ds.raw(where[i])) for i in ids]
+
+
 def _dispatch(source: str, split: str, *, download: bool = False, **kw) -> ImageDataset:
     from . import arrays, folder, idx, locate, mosaic, voc
 
