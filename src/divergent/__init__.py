@@ -4,7 +4,7 @@ The public API, re-exported lazily (importing divergent loads no heavy dependenc
 
     Store, ModelCard, category, open_store, import_predictions, cards_table,
     calibrate, pairs, pair_outcomes, model_table,
-    greedy_ensemble, base_plus_one, specialization, lines, cka,
+    greedy_ensemble, base_plus_one, specialization, lines, cka, shift_pairs,
     extract, fit_head, feature_combination, ranked_features, transfer, run_study
 """
 from __future__ import annotations
@@ -29,8 +29,9 @@ _EXPORTS = {
     "greedy_ensemble": "divergent.analyses.ensembles",
     "base_plus_one": "divergent.analyses.ensembles",
     "specialization": "divergent.analyses.specialization",
-    "lines": "divergent.analyses.lines",
-    "cka": "divergent.analyses.cka",
+    "lines": "divergent.api",
+    "cka": "divergent.api",
+    "shift_pairs": "divergent.api",
     "extract": "divergent.extract",
     "fit_head": "divergent.probes.heads",
     "feature_combination": "divergent.probes.features",
