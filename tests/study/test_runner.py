@@ -2,6 +2,7 @@
 interrupted run resumes; a failing unit skips its dependents and the rest carries on."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,9 @@ def test_ray_executor_says_how_to_install(monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake)
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)   # an earlier test may have imported the real one
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, however it is imported
     with pytest.raises(MissingDependencyError, match=r"divergent\[ray\]"):
         RayExecutor(workers=1)
 

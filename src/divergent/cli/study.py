@@ -18,10 +18,12 @@ def run_cmd(
     config: Optional[str] = typer.Argument(None, help="a preset: fashion-mnist (the default), fashion-mnist-quick, cifar10; or a TOML file"),
     out: Path = typer.Option(Path("divergent-study"), "--out", "-o", help="output directory (report, tables, figures, store, log)"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default), inline or ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster to join (auto, HOST:PORT); default [run] address, then RAY_ADDRESS, else a local Ray on 127.0.0.1"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="parallel units (default from the config: 2)"),
     force: list[str] = typer.Option([], "--force", help="rerun a stage or unit even if cached (repeatable)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set analysis.n_boot=200"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    download: bool = typer.Option(False, "--download", help="download fashion-mnist / cifar10 (checksummed) when found nowhere on this machine"),
     trust_module: list[str] = typer.Option([], "--trust-module", help="let torch:<module>:<Class> specs import this module (repeatable); confirms run.trusted_modules"),
     wait: float = wait_option(WAIT_BATCH, "an unattended run waits"),
 ):
@@ -44,10 +46,13 @@ def run_cmd(
             overrides[k.strip()] = tomllib.loads(f"v = {v}")["v"]
         except tomllib.TOMLDecodeError:
             overrides[k.strip()] = v
+    if address:
+        overrides["run.address"] = address   # the flag comes before [run] address (then RAY_ADDRESS)
     # a DivergentError propagates to divergent.cli.main, which prints it with its fix (exit 2)
     with lock_wait(wait):
         summary = study.run_study(config, out, overrides=overrides, executor=executor, workers=workers,
-                                  progress=None if progress else False, force=tuple(force), echo=typer.echo)
+                                  progress=None if progress else False, force=tuple(force), echo=typer.echo,
+                                  download=download)
     if not summary.ok:
         unit, why = next(iter(summary.failed.items()))
         raise DivergentError(f"{len(summary.failed)} unit(s) of the study failed (first: {unit}: "

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 from . import figures as F
+from . import gallery as G
 from . import html as H
+from . import shift as SHIFT
 from . import style
 from .tables import ReportTables, write_tables
 
@@ -22,6 +24,7 @@ SECTIONS = [
     ("transfer", "7. Downstream transfer (Fig. 7)"),
     ("models", "8. The model table (Appendix Table 1)"),
     ("findings", "9. Findings: the paper's five claims"),
+    ("gallery", "10. Galleries: where only one model is right"),
 ]
 
 
@@ -101,6 +104,16 @@ def _pct_cols(*cols):
     return {c: H.fmt_pct for c in cols}
 
 
+def _fig2_caption(fit: dict, band) -> str:
+    """Fig. 2's caption, with the numbers of its line (from the pairs table, F.band_fit)."""
+    who = "pairs whose members both lie in the accuracy band" if band else "pairs"
+    line = (f"dashed: OLS fit over the {fit['n']} {who} (slope {H.fmt_num(fit['slope'], 3)} in the left panel)"
+            if math.isfinite(fit["slope"]) else f"no line: too few {who} ({fit['n']})")
+    return ("Ensemble gain over the members' mean (claim 2's statistic), gain over the better member and conversion "
+            "rate against error inconsistency, one point per pair with the base, coloured by category; hollow: a "
+            f"member outside the accuracy band; {line}.")
+
+
 def _sec_errors(t: ReportTables, d: dict, figs: dict) -> str:
     cs = d["category_summary"]
     parts = [f"{style.label(r.category)}: {H.fmt_pct(r.error_inconsistency)} (n={r.n_pairs})" for r in cs.itertuples()]
@@ -116,11 +129,19 @@ def _sec_errors(t: ReportTables, d: dict, figs: dict) -> str:
 def _sec_ensembles(t: ReportTables, d: dict, figs: dict) -> str:
     bp = d["base_pairs"]
     best = bp.sort_values("gain_vs_best", ascending=False).iloc[0]
-    f2 = d.get("claim2")
-    slope = (f" Pooled over pairs, the OLS slope of ensemble gain over the members' mean on error inconsistency is "
-             f"{H.fmt_num(f2['estimate'], 3)} (95% CI {H.fmt_num(f2['lo'], 3)} to {H.fmt_num(f2['hi'], 3)})."
-             if f2 is not None else "")
-    text = (f"<p>Each point is the base ensembled with one model (mean of calibrated probabilities). "
+    fit = d["fig2_fit"]
+    who = "pairs whose members both lie in the accuracy band" if t.meta.get("acc_band") else "pairs"
+    line = (f" Dashed line in the left panel: OLS of the gain over the members' mean on error inconsistency over "
+            f"the {fit['n']} {who}, slope {H.fmt_num(fit['slope'], 3)}."
+            if math.isfinite(fit["slope"]) else
+            f" Too few {who} ({fit['n']}) for a line.")
+    verdicts = [f"{H.SCOPE_TEXT.get(r['scope'], r['scope'])}: {r['verdict']}, slope {H.fmt_num(r['estimate'], 3)} "
+                f"(95% CI {H.fmt_num(r['lo'], 3)} to {H.fmt_num(r['hi'], 3)})"
+                if math.isfinite(r["estimate"]) else f"{H.SCOPE_TEXT.get(r['scope'], r['scope'])}: {r['verdict']}"
+                for r in d.get("claim2", [])]
+    slope = line + (f" Claim 2 in the findings (section 9): {'; '.join(verdicts)}." if verdicts else "")
+    text = (f"<p>Each point is the base ensembled with one model (mean of calibrated probabilities); the left "
+            f"panel plots claim 2's statistic, the ensemble's gain over its members' mean accuracy. "
             f"Largest gain over the better member: <b>{H.esc(best['model_b'])}</b> ({H.esc(style.label(best['category']))}), "
             f"ensemble accuracy {H.fmt_pct(best['ensemble_acc'])} vs {H.fmt_pct(best['acc_a'])} (base) and "
             f"{H.fmt_pct(best['acc_b'])}, a gain of {H.fmt_pp(best['gain_vs_best'])}; conversion rate "
@@ -138,7 +159,7 @@ def _sec_angles(t: ReportTables, d: dict, figs: dict) -> str:
             f"{H.esc('; '.join(parts))}.</p>")
     return text + figs["fig3_angles"] + H.table_html(
         s, formats={c: (lambda v: H.fmt_num(v, 2)) for c in ("mean_phi_only_a", "mean_phi_only_b", "separation")},
-        left=("model_b", "category")) + H.files_html(["angle_summary", "angles"])
+        left=("model_b", "category")) + H.files_html(["angle_summary", "angle_histograms", "angles"])
 
 
 def _sec_spec(t: ReportTables, d: dict, figs: dict) -> str:
@@ -209,7 +230,15 @@ def _sec_transfer(t: ReportTables, d: dict, figs: dict) -> str:
             "pairwise concatenations (stacked generalisation); single-label tasks report top-1 accuracy, "
             "multi-label tasks (mosaics) the VOC 2007 11-point mean average precision. "
             f"{H.esc('; '.join(parts))}.</p>")
-    fm = _pct_cols("score", "score_lo", "score_hi", "upstream_acc")
+    fm = _pct_cols("score", "score_lo", "score_hi", "holdout_score", "upstream_acc")
+    if "lam" in tr:
+        fm["lam"] = lambda v: H.fmt_value(v, 2)
+    edge = tr[tr["lam_edge"].fillna("").astype(str) != ""] if "lam_edge" in tr else tr.iloc[:0]
+    if len(edge):
+        ends = sorted(set(edge["lam_edge"]))
+        text += (f'<p class="missing">The selected λ is the {" or ".join(map(H.esc, ends))} value of the grid for '
+                 f"{len(edge)} of {len(tr)} probes (column lam_edge): the optimum may lie beyond the grid; "
+                 f"widen it (analysis.probe_grid).</p>")
     return text + figs["fig7_transfer"] + H.table_html(tr, formats=fm, left=("embedding", "kind", "task", "metric")) \
         + H.files_html(["transfer"])
 
@@ -220,7 +249,7 @@ def _sec_models(t: ReportTables, d: dict, figs: dict) -> str:
             "holdout), test accuracy, error inconsistency and ensemble accuracy with the base, and category "
             "relative to the base.</p>"
             + H.table_html(t1, formats={"temperature": lambda v: H.fmt_num(v, 3), "accuracy": H.fmt_pct,
-                                        "error_inconsistency": H.fmt_num, "ensemble_acc": H.fmt_pct},
+                                        "error_inconsistency": H.fmt_pct, "ensemble_acc": H.fmt_pct},
                            left=("model", "method", "head", "category")) + H.files_html(["table1", "models"]))
 
 
@@ -228,14 +257,15 @@ def _sec_findings(t: ReportTables, d: dict, figs: dict) -> str:
     f = t.findings
     band = t.meta.get("acc_band")
     band_txt = (f" The accuracy band is {H.fmt_pct(band[0])} to {H.fmt_pct(band[1])} test accuracy." if band else "")
-    intro = ("<p>Each claim is a statistic fixed before the run, with a 95% percentile bootstrap interval from one "
-             "shared set of test-example resamples. <b>holds</b>: the interval excludes zero in the paper's "
-             "direction; <b>contradicted</b>: it excludes zero the other way; <b>inconclusive</b>: otherwise."
+    intro = ("<p>Each claim is a statistic fixed before the run, with a 95% bootstrap interval from one shared set "
+             "of test-example resamples (column interval: BCa for the rank correlation of claim 1, a bounded, "
+             "discrete statistic; percentile for the others). <b>holds</b>: the interval excludes zero in the "
+             "paper's direction; <b>contradicted</b>: it excludes zero the other way; <b>inconclusive</b>: otherwise. "
+             "A band statistic uses only the models in the band; with too few of them it says so."
              f"{band_txt}</p>")
-    items = "".join(f'<li class="{H.esc(r.verdict)}"><b>Claim {r.claim}</b> '
-                    f'<span class="verdict">{H.esc(r.verdict)}</span> ({H.esc(r.scope)}): {H.esc(r.text)}</li>'
-                    for r in f.itertuples())
-    cols = [c for c in ("claim", "scope", "verdict", "estimate", "lo", "hi", "n", "statistic") if c in f]
+    items = "".join(f'<li class="{H.esc(r.verdict)}"><b>Claim {r.claim}</b> ({H.esc(_claim_name(f, r.claim))}). '
+                    f'{H.esc(r.text)}</li>' for r in f.itertuples())
+    cols = [c for c in ("claim", "scope", "verdict", "estimate", "lo", "hi", "interval", "n", "statistic") if c in f]
     return intro + f"<ul>{items}</ul>" + H.table_html(
         f[cols], formats={c: (lambda v: H.fmt_num(v, 4)) for c in ("estimate", "lo", "hi")},
         row_class="verdict", left=("scope", "verdict", "statistic")) + H.files_html(["findings"])
@@ -246,16 +276,20 @@ BUILDERS = {
     "specialization": (_sec_spec, "class_specialization"), "greedy": (_sec_greedy, "greedy"),
     "features": (_sec_features, None), "transfer": (_sec_transfer, "transfer"), "models": (_sec_models, None),
     "findings": (_sec_findings, "findings"),
+    "gallery": (lambda t, d, figs: G.gallery_html(t.gallery, t.confusion_diff, d["out"], t.meta.get("gallery_note", "")),
+                "gallery"),
 }
 
 
-def build_report(tables: ReportTables, out, *, title: str | None = None, target: float | None = None) -> Path:
-    """Write OUT/report.html with figures (SVG+PNG) and tables (CSV+Parquet); returns the report path."""
+def build_report(tables: ReportTables, out, *, title: str | None = None, target: float | None = None,
+                 shift: dict | None = None) -> Path:
+    """Write OUT/report.html with figures (SVG+PNG) and tables (CSV+Parquet); returns the report path.
+    `shift`: the shift and similarity tables (divergent.report.shift); with None those two sections are left out."""
     out = Path(out)
     tables.validate()
     base = tables.base
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    d: dict = {}
+    d: dict = {"out": out}
     bp = base_pairs(tables.pairs, base)
     d["base_pairs"] = bp
     d["category_summary"] = category_summary(bp)
@@ -268,16 +302,18 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
             target = float(acc[base]) if base in acc and np.isfinite(acc[base]) else default_target(tables.dims_curve)
         d["target"] = float(target)
         d["dims_to_target"] = dims_to_target(tables.dims_curve, d["target"])
+    d["fig2_fit"] = F.band_fit(bp, tables.meta.get("acc_band"), "gain_vs_mean")
     if tables.findings is not None:
-        c2 = tables.findings[(tables.findings["claim"] == 2) & (tables.findings["scope"] == "all")]
-        if len(c2) and math.isfinite(c2["estimate"].iloc[0]):
-            d["claim2"] = c2.iloc[0]
+        c2 = tables.findings[tables.findings["claim"] == 2]
+        d["claim2"] = [r for _, r in c2.iterrows()]
+    if tables.angles is not None and len(tables.angles):
+        d["angle_histograms"] = F.angle_histograms(tables.angles)
 
     figs: dict[str, str] = {}
     specs = {
         "fig1_errors": (lambda: F.fig_errors(bp), len(bp) > 0, "Error inconsistency, both correct and both wrong by category."),
-        "fig2_ensembles": (lambda: F.fig_ensembles(bp, tables.meta.get("acc_band")), len(bp) > 0, "Ensemble accuracy, gain and conversion rate against error inconsistency, coloured by category; hollow: the other model is outside the accuracy band; dashed: pooled OLS fit over the in-band pairs."),
-        "fig3_angles": (lambda: F.fig_angles(tables.angles, base), tables.angles is not None and len(tables.angles) > 0, "Histograms of φ by outcome for representative pairs."),
+        "fig2_ensembles": (lambda: F.fig_ensembles(bp, tables.meta.get("acc_band")), len(bp) > 0, _fig2_caption(d["fig2_fit"], tables.meta.get("acc_band"))),
+        "fig3_angles": (lambda: F.fig_angles(tables.angles, base), tables.angles is not None and len(tables.angles) > 0, "For each representative pair, the distribution of φ within each outcome group (share of the group's examples per 3° bin; each group sums to 100%), so the groups compare whatever their sizes. Solid: only the base right (blue), only the other model right (vermillion); dashed: both right, both wrong. Specialization shows as the blue curve right of 45° and the vermillion curve left of it."),
         "fig4_specialization": (lambda: F.fig_specialization(tables.class_specialization, tables.group_specialization), tables.class_specialization is not None and len(tables.class_specialization) > 0, "Per-class specialization and class-group summary."),
         "fig5_greedy": (lambda: F.fig_greedy(tables.greedy), tables.greedy is not None and len(tables.greedy) > 0, "Greedy ensemble trajectory: test (solid) and holdout (dashed) accuracy; markers coloured by the added model's category."),
         "fig6_features": (lambda: F.fig_features(tables.feature_combination, tables.dims_curve, d.get("target")),
@@ -291,8 +327,13 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
             figs[stem] = H.figure_html(res["png"], alt=f"{F.PAPER_FIG[stem]}: {cap}",
                                        caption=f"<b>{F.PAPER_FIG[stem]}.</b> {H.esc(cap)}", stem=stem)
 
+    shift_bodies, shift_tables = SHIFT.render(shift, out, base)
+    listed = SECTIONS + (SHIFT.SECTIONS if shift is not None else [])   # shift and similarity: with analysis.shifts
     sections = []
-    for sid, title_ in SECTIONS:
+    for sid, title_ in listed:
+        if sid in shift_bodies:
+            sections.append(H.section(sid, title_, shift_bodies[sid]))
+            continue
         fn, needs = BUILDERS[sid]
         if sid == "features" and "fig6_features" not in figs:
             needs = "feature_combination"
@@ -302,8 +343,9 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
             continue
         sections.append(H.section(sid, title_, fn(tables, d, figs)))
 
-    extra = {k: d[k] for k in ("category_summary", "table1", "angle_summary", "dims_to_target") if k in d}
-    write_tables(tables, out, extra=extra)
+    extra = {k: d[k] for k in ("category_summary", "table1", "angle_summary", "angle_histograms", "dims_to_target")
+             if k in d}
+    write_tables(tables, out, extra={**extra, **shift_tables})
     import json
 
     from .._files import atomic_write_text as _awt
@@ -322,11 +364,11 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
             sub = f[f["claim"] == c].set_index("scope")
             v = " / ".join(f'<span class="verdict {H.esc(sub.loc[sc, "verdict"])}">{H.esc(sub.loc[sc, "verdict"])}</span>'
                            f" ({H.esc(sc)})" for sc in sub.index)
-            cells.append(f"<li>Claim {int(c)}: {v}</li>")
+            cells.append(f"<li>Claim {int(c)} ({H.esc(_claim_name(f, c))}): {v}</li>")
         meta_html += ('<div class="glance"><b>At a glance</b> (details in <a href="#findings">section 9</a>)'
                       f"<ul>{''.join(cells)}</ul></div>")
     doc = H.page(title or f"How differently-trained models differ: {meta.get('study', 'study')}", meta_html,
-                 [(s, t) for s, t in SECTIONS], sections)
+                 [(s, t) for s, t in listed], sections, footer=H.environment_footer(tables.environment))
     from .._files import atomic_write_text
 
     path = out / "report.html"
@@ -334,6 +376,16 @@ def build_report(tables: ReportTables, out, *, title: str | None = None, target:
     if tables.findings is not None:
         atomic_write_text(out / "findings.md", findings_markdown(tables.findings))
     return path
+
+
+def _claim_name(f: pd.DataFrame, claim: int) -> str:
+    """What a claim is, in a few words (the findings' claim_name; older tables: the paper's sentence)."""
+    for col in ("claim_name", "paper"):
+        if col in f:
+            v = f.loc[f["claim"] == claim, col]
+            if len(v) and isinstance(v.iloc[0], str) and v.iloc[0]:
+                return v.iloc[0]
+    return ""
 
 
 def findings_markdown(f: pd.DataFrame) -> str:

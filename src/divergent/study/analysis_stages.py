@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..conventions import HOLDOUT, TEST, TRAIN
 from .config import AnalysisSection
-from .units import unit
+from .units import Resources, unit
 
 
 def load_pairs(ctx) -> tuple[pd.DataFrame, str, dict]:
@@ -51,7 +51,8 @@ def _write(ctx, tables: dict[str, pd.DataFrame]) -> dict[str, str]:
 
 @unit(name="angles", version=1, depends=("divergent.analyses.specialization", "divergent.analyses.ensembles",
                                         "divergent.analyses.class_groups", "divergent.analyses._select",
-                                        "divergent.metrics"))
+                                        "divergent.metrics"),
+      resources=Resources(memory_mb=2048))
 def angles_unit(ctx, *, split: str, groups, n_boot: int, seed: int) -> dict:
     from ..analyses.specialization import representative_angles
     from ..store import Store
@@ -65,7 +66,8 @@ def angles_unit(ctx, *, split: str, groups, n_boot: int, seed: int) -> dict:
 # ---------------------------------------------------------------- greedy ensembles (Fig. 5)
 
 @unit(name="greedy", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses.specialization",
-                                        "divergent.analyses._select", "divergent.metrics", "divergent.engine"))
+                                        "divergent.analyses._select", "divergent.metrics", "divergent.engine"),
+      resources=Resources(memory_mb=2048))
 def greedy_unit(ctx, *, high_accuracy: str, max_size: int) -> dict:
     from ..analyses.ensembles import lower_accuracy_greedy
     from ..store import Store
@@ -80,7 +82,8 @@ def greedy_unit(ctx, *, high_accuracy: str, max_size: int) -> dict:
 # ---------------------------------------------------------------- feature combination (Fig. 6)
 
 @unit(name="features", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
-                                          "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking"))
+                                          "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking"),
+      resources=Resources(gpu=True, memory_mb=2048))
 def features_unit(ctx, *, category: str, fractions: list, seeds: list, dims_steps: list, grid: list) -> dict:
     """Random-subset combination at a fixed budget (probes.feature_combination) and the
     variance-ranked dims curve (probes.ranked_features) for the base and the representative of one
@@ -167,7 +170,8 @@ def downstream_store(ctx, task: str, models: list[str], kinds: dict) -> tuple[ob
 
 @unit(name="transfer", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
                                           "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking",
-                                          "divergent.train", "divergent.extract", "divergent.sources", "divergent.data"))
+                                          "divergent.train", "divergent.extract", "divergent.sources", "divergent.data"),
+      resources=Resources(gpu=True, memory_mb=2048, reads=()))
 def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
     """Linear evaluation (probes.transfer) of single and pairwise-stacked embeddings of the base and
     one model per category on downstream tasks never seen upstream; single-label tasks report top-1
@@ -203,7 +207,8 @@ def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
 @unit(name="findings", version=1, depends=("divergent.analyses.findings", "divergent.analyses.ensembles",
                                           "divergent.analyses.pairs", "divergent.analyses.specialization",
                                           "divergent.analyses.class_groups", "divergent.analyses._select",
-                                          "divergent.metrics", "divergent.engine"))
+                                          "divergent.metrics", "divergent.engine"),
+      resources=Resources(memory_mb=2048))
 def findings_unit(ctx, *, split: str, n_boot: int, seed: int, max_size: int, high_accuracy: str) -> dict:
     from ..analyses.findings import study_findings
     from ..store import Store
@@ -260,9 +265,11 @@ def zoo_columns(ctx, models: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "depth", "width", "subset", "seed", "cost_s", "cost_of"])
 
 
-@unit(name="report", version=1, depends=("divergent.report",))
+@unit(name="report", version=2, depends=("divergent.report",),
+      resources=Resources(memory_mb=1024, reads=("store", "records")))
 def report_unit(ctx, *, title: str = "") -> dict:
     from ..report import ReportTables, build_report
+    from .environment import table as environment_table
 
     pairs, base, acc = load_pairs(ctx)
     mt = pd.read_parquet(ctx.dep("pairs")["model_table"])
@@ -280,6 +287,10 @@ def report_unit(ctx, *, title: str = "") -> dict:
         missing["features"] = "feature analyses were disabled or no model had embeddings"
     if tr is None or not tr.get("transfer"):
         missing["transfer"] = "no downstream task configured (analysis.transfer = [])"
+    gal = ctx.deps.get("gallery")
+    if gal is None:
+        missing["gallery"] = ("the gallery was turned off (analysis.gallery = 0)" if ctx.config.analysis.gallery == 0
+                              else "the gallery unit did not finish (see study.log)")
     cfg = ctx.config
     t = ReportTables(
         models=models, pairs=pairs, findings=_read(fnd, "findings"),
@@ -287,12 +298,16 @@ def report_unit(ctx, *, title: str = "") -> dict:
         group_specialization=_read(ang, "group_specialization"), greedy=_read(ctx.deps.get("greedy"), "greedy"),
         feature_combination=pd.concat([pd.read_parquet(f["feature_combination"]) for f in feats], ignore_index=True) if feats else None,
         dims_curve=pd.concat([pd.read_parquet(f["dims_curve"]) for f in feats], ignore_index=True) if feats else None,
-        transfer=_read(tr, "transfer"), base=base, missing=missing,
+        transfer=_read(tr, "transfer"), gallery=_read(gal, "gallery"), confusion_diff=_read(gal, "confusion_diff"),
+        environment=environment_table(ctx.out), base=base, missing=missing,
         meta={"acc_band": tuple(fnd["acc_band"]), "dataset": cfg.data.dataset, "study": cfg.study.name,
-              "split": cfg.data.split, "fit_on": cfg.data.fit_on},
+              "split": cfg.data.split, "fit_on": cfg.data.fit_on, "gallery_note": (gal or {}).get("note", "")},
     )
     if t.transfer is not None and "score" in t.transfer:
         t.transfer = t.transfer[np.isfinite(t.transfer["score"].astype(float))].reset_index(drop=True)
     target = cfg.analysis.dims_target
-    path = build_report(t, ctx.out, title=title or None, target=None if target == "auto" else float(target))
+    from .shift_stages import report_tables as shift_tables
+
+    path = build_report(t, ctx.out, title=title or None, target=None if target == "auto" else float(target),
+                        shift=shift_tables(ctx))
     return {"report": str(path)}

@@ -78,6 +78,8 @@ class AnalysisSection:
     dims_target: str | float = _key("auto", _ANY)
     probe_grid: list = _key([1e-5, 1e-4, 1e-3, 1e-2], list)
     transfer: list = _key(["digits"], list)
+    gallery: int = _key(6, int)                        # thumbnails per side and class group per pair (0: none)
+    shifts: list = _key([], list)                      # shifted copies of the split, e.g. ["gaussian_noise:3"] (docs/shift.md)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class RunSection:
     device: str = _key("cpu", ("cpu", "auto", "cuda"))
     torch_threads: int = _key(1, int)
     trusted_modules: list = _key([], list)             # modules torch: specs need; each must be confirmed by the user
+    address: str = _key("", str)                       # ray: the cluster to join ('' = --address, else RAY_ADDRESS, else a local Ray)
+    shared_fs: bool = _key(False, bool)                # ray: every node sees the output directory under the same path
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,15 @@ def _cross_checks(c: dict) -> None:
             raise _bad("analysis.feature_fractions", f, "fractions in [0, 1]")
     if a["dims_target"] != "auto" and not (isinstance(a["dims_target"], (int, float)) and 0 < a["dims_target"] <= 1):
         raise _bad("analysis.dims_target", a["dims_target"], "'auto' or an accuracy in (0, 1]")
+    if a["gallery"] < 0:
+        raise _bad("analysis.gallery", a["gallery"], "an integer >= 0 (thumbnails per side and class group; 0: no gallery)")
+    if a["shifts"]:
+        from ..data.shift import parse_shifts
+
+        try:
+            parse_shifts(a["shifts"])
+        except DivergentError as exc:
+            raise DivergentError(f"config key 'analysis.shifts': {exc.problem}", exc.fix) from None
     if a["greedy_max_size"] < 1:
         raise _bad("analysis.greedy_max_size", a["greedy_max_size"], "an integer >= 1")
     if c["run"]["workers"] < 1:

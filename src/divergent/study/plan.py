@@ -7,10 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..analyses.gallery import MAX_CLASSES
 from ..cards import CATEGORY_ORDER
 from ..conventions import check_name
 from ..errors import DivergentError
 from . import analysis_stages as A
+from . import gallery_stages as G
+from . import shift_stages as SH
 from . import config as C
 from . import stages as S
 from .config import StudyConfig
@@ -181,8 +184,10 @@ def plan(cfg: StudyConfig) -> Graph:
                         input_size=p["input_size"], **_store_name(p)), deps=("data",), cost=4.0))
         models.append(f"extract:{p['name']}")
     names = zoo_names(zp)
+    shifted = SH.add_model_units(g, cfg, zp)   # analysis.shifts: every model on the shifted splits, before calibration
     g.add(Unit("calibrate", "calibrate", S.calibrate_unit, dict(fit_on=d.fit_on, models=names),
-               deps=tuple(models), main=True, cost=0.5, optional=tuple(m for m in models if zp.base not in m)))
+               deps=(*models, *shifted), main=True, cost=0.5,
+               optional=(*(m for m in models if zp.base not in m), *shifted)))
     g.add(Unit("pairs", "pairs", S.pairs_unit, dict(base=zp.base, split=d.split, n_boot=a.n_boot, seed=seed,
                                                    models=names), deps=("calibrate",), cost=0.5))
     g.add(Unit("angles", "analyses", A.angles_unit,
@@ -210,27 +215,44 @@ def plan(cfg: StudyConfig) -> Graph:
                dict(split=d.split, n_boot=a.n_boot, seed=seed, max_size=a.greedy_max_size,
                     high_accuracy=cfg.base.high_accuracy),
                deps=("pairs", "greedy", *feats, *tr), cost=0.5))
+    gal = []
+    if a.gallery > 0:
+        gal.append(g.add(Unit("gallery", "analyses", G.gallery_unit,
+                              dict(dataset=d.dataset, options=d.options, split=d.split, groups=a.groups,
+                                   per_group=a.gallery, max_classes=MAX_CLASSES), deps=("pairs",), cost=0.5)).id)
+    shift = SH.add_analysis_units(g, cfg, zp, shifted)   # pairs under shift, lines, CKA
     g.add(Unit("report", "report", A.report_unit, dict(title=cfg.study.description),
-               deps=("pairs", "angles", "greedy", *feats, *tr, "findings"), cost=1.0))
+               deps=("pairs", "angles", "greedy", *feats, *tr, *gal, *shift, "findings"), cost=1.0,
+               optional=(*gal, *shift)))
     return g
 
 
 def run_study(spec=None, out="divergent-study", *, overrides: dict | None = None, executor: str | None = None,
               workers: int | None = None, progress: bool | None = None, force: tuple[str, ...] = (),
-              echo=print):
-    """Run (or resume) a study: returns the runner's RunSummary; OUT/report.html is the report."""
+              echo=print, download: bool = False):
+    """Run (or resume) a study: returns the runner's RunSummary; OUT/report.html is the report.
+
+    download: fetch a named dataset the study reads (data.dataset, analysis.transfer) that is found
+    nowhere on this machine (divergent.data.locate); without it a missing one stops the study here."""
     from .executors import make_executor
     from .progress import setup_logging
     from .runner import run_graph
 
     cfg = C.load(spec, overrides)
+    from ..data.locate import find_sources
+
+    find_sources([cfg.data.dataset, *cfg.analysis.transfer], download=download)  # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.resolved.toml", C.dumps(cfg))
     log = setup_logging(out)
+    from .environment import write as write_environment
+
+    write_environment(out)   # the machine this run computes on (the report's footer)
     graph = plan(cfg)
     run = cfg.run
-    ex = make_executor(executor or run.executor, workers or run.workers)
+    ex = make_executor(executor or run.executor, workers or run.workers, address=run.address or None,
+                       shared_fs=run.shared_fs, echo=echo)
     log.info("config %s -> %s; %d units in stages %s", cfg.origin, out, len(graph), graph.stages())
     prune_store(out / "store", zoo_names(zoo_plan(cfg)), log)
     t0 = time.monotonic()

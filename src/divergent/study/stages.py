@@ -9,12 +9,13 @@ and the runner commits (splits, staged entries).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..conventions import HOLDOUT, TEST, TRAIN
-from .units import spec, unit
+from .units import Resources, spec, unit
 
 SPLITS = (TRAIN, HOLDOUT, TEST)
 
@@ -49,7 +50,8 @@ def images_of(ds) -> np.ndarray:
 
 # ---------------------------------------------------------------- data
 
-@unit(name="data", version=1, depends=("divergent.data",))
+@unit(name="data", version=1, depends=("divergent.data",),
+      resources=Resources(memory_mb=1024, reads=()))
 def data_unit(ctx, *, dataset: str, train_subset: int, seed: int, options: dict) -> dict:
     """Register the study's splits: a stratified train subset, the holdout and test halves."""
     splits = []
@@ -77,7 +79,8 @@ def _train_index(ctx) -> np.ndarray:
 
 # ---------------------------------------------------------------- train + predict (zoo recipes)
 
-@unit(name="train", version=1, depends=("divergent.train",))
+@unit(name="train", version=1, depends=("divergent.train",),
+      resources=Resources(gpu=True, memory_mb=2048, reads=()))
 def train_unit(ctx, *, recipe: dict) -> dict:
     """Train one recipe (resumable: train_recipe continues from its checkpoint)."""
     from ..train import Recipe, train_recipe
@@ -106,7 +109,8 @@ def train_unit(ctx, *, recipe: dict) -> dict:
             "train_wall_s": float(getattr(trained, "train_wall_s", 0.0))}
 
 
-@unit(name="predict", version=1, depends=("divergent.train", "divergent.data"))
+@unit(name="predict", version=1, depends=("divergent.train", "divergent.data"),
+      resources=Resources(gpu=True, memory_mb=2048, reads=()))
 def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
     """Logits and embeddings of a trained zoo model on the study's splits, staged for the store."""
     from ..store import stage_entry
@@ -129,7 +133,8 @@ def predict_unit(ctx, *, model: str, dataset: str, options: dict) -> dict:
 
 # ---------------------------------------------------------------- extract (frozen backbones, pretrained)
 
-@unit(name="extract", version=1, depends=("divergent.extract", "divergent.sources", "divergent.data"))
+@unit(name="extract", version=1, depends=("divergent.extract", "divergent.sources", "divergent.data"),
+      resources=Resources(gpu=True, memory_mb=4096, reads=()))
 def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, input_size: int,
                  name: str | None = None) -> dict:
     """Extract a model on the study's splits into a private store (under `name` when the config
@@ -150,10 +155,14 @@ def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, inp
         arrays = {k: np.asarray(st.array(name, split, k)) for k in st.kinds(name, split)}
         staged.append(str(stage_entry(ctx.store, name, split, arrays=arrays, card=st.card(name),
                                       ids=np.asarray(st.split(split).ids).astype(str), force=True)))
-    return {"model": name, "staged": staged, "kinds": sorted(arrays)}
+    kinds = sorted(arrays)
+    del st, arrays
+    shutil.rmtree(priv)   # scratch: its arrays are staged for the study's store (kept once, there)
+    return {"model": name, "staged": staged, "kinds": kinds}
 
 
-@unit(name="head", version=1, depends=("divergent.probes",))
+@unit(name="head", version=1, depends=("divergent.probes",),
+      resources=Resources(gpu=True, memory_mb=2048))
 def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> dict:
     """Fit a linear head (probes.fit_head) on a private copy of the model's embeddings; stage logits."""
     from ..store import Store, stage_entry
@@ -177,6 +186,7 @@ def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> di
                                       arrays={"logits": np.asarray(priv.array(model, split, "logits")),
                                               "features": np.asarray(priv.array(model, split, "features"))},
                                       card=priv.card(model), force=True)))
+    shutil.rmtree(priv.root)   # scratch copy: the logits are staged for the study's store
     return {"model": model, "staged": staged, "lam": float(info.get("lam", np.nan)),
             "select_accuracy": float(info.get("select_accuracy", np.nan))}
 
@@ -184,7 +194,8 @@ def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> di
 # ---------------------------------------------------------------- calibrate, pairs
 
 @unit(name="calibrate", version=1, depends=("divergent.analyses.calibration", "divergent.analyses._select",
-                                           "divergent.metrics.calibration", "divergent.metrics.probs"))
+                                           "divergent.metrics.calibration", "divergent.metrics.probs"),
+      resources=Resources(memory_mb=2048))
 def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = None) -> dict:
     """Temperature scaling of every model on the holdout (runs in the runner's process: it writes
     the temperatures into the store through the store's writer, while no unit is running)."""
@@ -202,7 +213,8 @@ def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = Non
 
 
 @unit(name="pairs", version=1, depends=("divergent.analyses.pairs", "divergent.analyses._select",
-                                       "divergent.metrics", "divergent.engine"))
+                                       "divergent.metrics", "divergent.engine"),
+      resources=Resources(memory_mb=2048))
 def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: list[str] | None = None) -> dict:
     """The pairs table (base vs every model, with intervals) and the model table."""
     from ..analyses.pairs import model_table, pairs

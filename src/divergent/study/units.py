@@ -2,8 +2,13 @@
 
 A unit function is ``fn(ctx, **params) -> dict`` (see executors.UnitContext), registered with::
 
-    @unit(name="pairs", version=1, depends=("divergent.analyses.pairs", "divergent.engine"))
+    @unit(name="pairs", version=1, depends=("divergent.analyses.pairs", "divergent.engine"),
+          resources=Resources(memory_mb=2048))
     def pairs_unit(ctx, *, base, split, ...): ...
+
+``resources`` is what one run needs (CPUs, a GPU when the study's device is cuda, a memory
+estimate, what it reads from the study's directory): plain data an executor turns into its own
+terms (the Ray executor: task options).
 
 The plan names a unit by its function (or its registered name), checked when the unit is added
 to the graph; workers receive the name and find the function in their own registry, which they
@@ -33,20 +38,58 @@ from .._files import atomic_write_text, sha256_bytes
 from ..errors import DivergentError, suggest
 
 #: the modules that register the study's units; workers import these to fill their registry
-MODULES: tuple[str, ...] = ("divergent.study.stages", "divergent.study.analysis_stages")
+MODULES: tuple[str, ...] = ("divergent.study.stages", "divergent.study.analysis_stages",
+                            "divergent.study.gallery_stages", "divergent.study.shift_stages")
 #: the command that rewrites the checked-in table of unit-scope hashes
 UPDATE_COMMAND = "python scripts/unit_versions.py --update-table tests/study/unit_versions.json"
 
 
+#: what a unit may read from the study's output directory besides its dependencies' outputs:
+#: "store" (the committed prediction store) and "records" (the finished units' records)
+READS = ("store", "records")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run of a unit needs, as plain data (an executor turns it into its own terms; the
+    Ray executor into task options, so a GPU unit is only placed on a node with a GPU).
+
+    ``gpu`` means the unit computes on the study's device: it asks for one GPU when that device is
+    ``cuda``, none otherwise. ``memory_mb`` is an estimate of its peak memory (Ray reserves it on the
+    node it picks). ``reads`` names what it opens under the study's output directory besides its
+    dependencies' outputs (:data:`READS`); a unit on a node without the driver's disk gets exactly
+    that shipped to it."""
+
+    cpus: float = 1.0
+    gpu: bool = False
+    memory_mb: int = 1024
+    reads: tuple[str, ...] = ("store",)
+
+    def __post_init__(self):
+        if not (isinstance(self.cpus, (int, float)) and self.cpus > 0):
+            raise DivergentError(f"unit resources: cpus={self.cpus!r}", "give a number > 0")
+        if not (isinstance(self.memory_mb, int) and self.memory_mb > 0):
+            raise DivergentError(f"unit resources: memory_mb={self.memory_mb!r}", "give an integer > 0 (MiB)")
+        bad = [r for r in self.reads if r not in READS]
+        if bad:
+            raise DivergentError(f"unit resources: reads={self.reads!r}", f"name only {', '.join(READS)}")
+
+    def gpus(self, device: str) -> int:
+        """GPUs to reserve on the study's device."""
+        return 1 if self.gpu and device == "cuda" else 0
+
+
 @dataclass(frozen=True)
 class UnitSpec:
-    """A registered unit: its name, version, where its function lives and what its code depends on."""
+    """A registered unit: its name, version, where its function lives, what its code depends on and
+    what one run needs."""
 
     name: str
     version: int
     module: str                    # the module that defines (and registers) the function
     function: str                  # the function's name in that module
     depends: tuple[str, ...] = ()  # modules or packages whose code is part of the unit's scope
+    resources: Resources = Resources()
 
 
 #: registered name -> spec (plain data) and registered name -> function
@@ -54,14 +97,19 @@ REGISTRY: dict[str, UnitSpec] = {}
 _FUNCTIONS: dict[str, Callable] = {}
 
 
-def unit(*, name: str, version: int, depends: tuple[str, ...] = ()):
-    """Register ``fn(ctx, **params) -> dict`` as the study unit `name` (the function is returned unchanged)."""
+def unit(*, name: str, version: int, depends: tuple[str, ...] = (), resources: Resources | None = None):
+    """Register ``fn(ctx, **params) -> dict`` as the study unit `name` (the function is returned
+    unchanged); `resources` says what one run needs (default: :class:`Resources`())."""
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise DivergentError(f"unit {name!r} has version {version!r}", "give an integer version >= 1")
     depends = tuple(depends)
+    resources = Resources() if resources is None else resources
+    if not isinstance(resources, Resources):
+        raise DivergentError(f"unit {name!r}: resources={resources!r}",
+                             "give divergent.study.units.Resources(cpus=..., gpu=..., memory_mb=...)")
 
     def register(fn: Callable) -> Callable:
-        spec = UnitSpec(name, version, fn.__module__, fn.__name__, depends)
+        spec = UnitSpec(name, version, fn.__module__, fn.__name__, depends, resources)
         old = REGISTRY.get(name)
         if old is not None and (old.module, old.function) != (spec.module, spec.function):
             raise DivergentError(f"unit name {name!r} is registered twice: {old.module}.{old.function} and "
