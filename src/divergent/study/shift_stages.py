@@ -13,6 +13,7 @@ pairs); :func:`report_tables` gathers their tables for the report (divergent.rep
 """
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -76,10 +77,12 @@ def shift_data_unit(ctx, *, dataset: str, options: dict, split: str, shifts: lis
     return {"splits": splits}
 
 
-@unit(name="shift-predict", version=1, depends=("divergent.train", "divergent.data"),
+@unit(name="shift-predict", version=2, depends=("divergent.train", "divergent.data"),
       resources=Resources(gpu=True, memory_mb=2048, reads=()))
 def shift_predict_unit(ctx, *, model: str) -> dict:
-    """Logits and embeddings of a trained zoo model on every shifted split, staged for the store."""
+    """Logits of a trained zoo model on every shifted split, staged for the store (the study keeps
+    no embeddings of shifted splits: nothing it computes reads them, and they would dominate its
+    size; `divergent extract --shift` stores them for a CKA under shift)."""
     from ..store import stage_entry
     from ..train import load_trained, predict
 
@@ -87,14 +90,14 @@ def shift_predict_unit(ctx, *, model: str) -> dict:
     staged, acc = [], {}
     for s in ctx.dep("shift-data")["splits"]:
         z = np.load(s["npz"], allow_pickle=False)
-        logits, feats = predict(trained, np.load(s["images"]), device=ctx.device)
+        logits, _ = predict(trained, np.load(s["images"]), device=ctx.device)
         acc[s["name"]] = float((np.argmax(logits, 1) == z["labels"]).mean())
-        staged.append(str(stage_entry(ctx.store, model, s["name"], arrays={"logits": logits, "features": feats},
+        staged.append(str(stage_entry(ctx.store, model, s["name"], arrays={"logits": logits},
                                       card=trained.card, ids=z["ids"].astype(str), force=True)))
     return {"model": model, "staged": staged, "accuracy": acc}
 
 
-@unit(name="shift-extract", version=1, depends=("divergent.extract", "divergent.sources", "divergent.data",
+@unit(name="shift-extract", version=2, depends=("divergent.extract", "divergent.sources", "divergent.data",
                                                "divergent.probes"),
       resources=Resources(gpu=True, memory_mb=4096))
 def shift_extract_unit(ctx, *, model: str, dataset: str, options: dict, split: str, head: str, input_size: int,
@@ -102,7 +105,8 @@ def shift_extract_unit(ctx, *, model: str, dataset: str, options: dict, split: s
     """A frozen backbone or pretrained model on every shifted split: extraction of the corrupted
     pixels into a private store, then (for a backbone, head='features') the linear head of the
     head unit, refitted from the same embeddings, grid and seed and certified equal to it on
-    `split`; the shifted logits and embeddings are staged."""
+    `split`; the shifted logits (or probabilities) are staged, not the embeddings (see
+    shift_predict_unit), and the private store is removed."""
     from ..data.shift import shifted
     from ..extract import extract
     from ..store import Store, stage_entry
@@ -121,9 +125,11 @@ def shift_extract_unit(ctx, *, model: str, dataset: str, options: dict, split: s
         st = _refit_head(ctx, st, stored, split, names, grid, seed)
     staged = []
     for s in names:
-        arrays = {k: np.asarray(st.array(stored, s, k)) for k in st.kinds(stored, s)}
+        arrays = {k: np.asarray(st.array(stored, s, k)) for k in st.kinds(stored, s) if k != "features"}
         staged.append(str(stage_entry(ctx.store, stored, s, arrays=arrays, card=Store.open(ctx.store).card(stored),
                                       ids=np.asarray(st.split(s).ids).astype(str), force=True)))
+    del st, arrays
+    shutil.rmtree(priv)   # scratch: what the study keeps is staged for its store
     return {"model": stored, "staged": staged}
 
 
