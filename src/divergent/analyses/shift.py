@@ -25,12 +25,12 @@ import pandas as pd
 
 from ..conventions import CI_LEVEL, N_BOOT, TEST
 from ..errors import DivergentError, unknown
-from ..metrics.bootstrap import percentile_interval, resample_weights
+from ..metrics.bootstrap import bca_interval, jackknife_values, percentile_interval, resample_weights
 from ..metrics.pairs import A_OK, B_OK, ENS_OK
 from ..metrics.relationships import ols_slope, spearman
 from ._select import NamedTables, as_store, resolve_models
 from .categories import category_summary
-from .findings import CATEGORY_RANK, HOLDS, verdict
+from .findings import CATEGORY_RANK, HOLDS, INTERVALS, verdict
 from .lines import SHIFT_SEP, _aligned, shifted_splits
 from .pairs import pair_outcome_codes, pairs
 
@@ -202,7 +202,12 @@ def shift_findings(store, *, base: str, split: str = TEST, shifted=None, models=
         rho, slope = _order_stats(ei, gain, rank, W) if W is not None else (None, None)
         if ref is None:
             ref = (rho0, rho)
-        rows.append(_finding_row(s, "order_rho", rho0, *_interval(rho, level), len(others)))
+        if rho is not None and INTERVALS[1] == "BCa":  # claim 1's statistic: the interval the findings use
+            jack = jackknife_values(lambda w, ei=ei, gain=gain: _order_stats(ei, gain, rank, w)[0], n)
+            rho_ci = bca_interval(rho0, rho, jack, level, min_n=10)
+        else:
+            rho_ci = _interval(rho, level)
+        rows.append(_finding_row(s, "order_rho", rho0, *rho_ci, len(others)))
         if s != split:
             d = None if rho is None else rho - ref[1]
             rows.append(_finding_row(s, "order_rho_change", rho0 - ref[0], *_interval(d, level), len(others)))

@@ -168,7 +168,7 @@ def downstream_store(ctx, task: str, models: list[str], kinds: dict) -> tuple[ob
     return st.reload(), ok, errors
 
 
-@unit(name="transfer", version=1, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
+@unit(name="transfer", version=2, depends=("divergent.analyses.ensembles", "divergent.analyses._select",
                                           "divergent.probes", "divergent.metrics.probs", "divergent.metrics.ranking",
                                           "divergent.train", "divergent.extract", "divergent.sources", "divergent.data"),
       resources=Resources(gpu=True, memory_mb=2048, reads=()))
@@ -204,7 +204,7 @@ def transfer_unit(ctx, *, tasks: list, grid: list, kinds: dict) -> dict:
 
 # ---------------------------------------------------------------- findings and report
 
-@unit(name="findings", version=1, depends=("divergent.analyses.findings", "divergent.analyses.ensembles",
+@unit(name="findings", version=2, depends=("divergent.analyses.findings", "divergent.analyses.ensembles",
                                           "divergent.analyses.pairs", "divergent.analyses.specialization",
                                           "divergent.analyses.class_groups", "divergent.analyses._select",
                                           "divergent.metrics", "divergent.engine"),

@@ -167,7 +167,7 @@ def _present(ctx, models: list[str]) -> list[str]:
     return [m for m in models if m in have]
 
 
-@unit(name="shift-pairs", version=1, depends=("divergent.analyses.shift", "divergent.analyses.pairs",
+@unit(name="shift-pairs", version=2, depends=("divergent.analyses.shift", "divergent.analyses.pairs",
                                              "divergent.analyses.categories", "divergent.analyses.findings",
                                              "divergent.analyses.lines", "divergent.analyses._select",
                                              "divergent.metrics", "divergent.engine"),
