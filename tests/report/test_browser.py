@@ -21,11 +21,14 @@ def _run(args, tmp_path, timeout=90):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_chromium(tmp_path, built_report):
-    check_in_browser(built_report[1], tmp_path, n_figures=7)
+    seen = check_in_browser(built_report[1], tmp_path, n_figures=7)
+    assert seen["figures"] == 7 and seen["console"] == []
+    assert seen["colours"] > 200 and seen["vermillion_px"] > 100
 
 
-def check_in_browser(report: Path, tmp_path: Path, n_figures: int) -> None:
-    """Open report in headless chromium: screenshot non-blank with figure colours, no console errors."""
+def check_in_browser(report: Path, tmp_path: Path, n_figures: int) -> dict:
+    """Open report in headless chromium: screenshot non-blank with figure colours, no console errors.
+    Returns what the browser showed: decoded figures, console lines, distinct colours, vermillion pixels."""
     import numpy as np
     from PIL import Image
 
@@ -45,7 +48,10 @@ def check_in_browser(report: Path, tmp_path: Path, n_figures: int) -> None:
     colours = np.unique(img.reshape(-1, 3)[::7], axis=0)
     assert len(colours) > 200
     vermillion = np.array([0xD5, 0x5E, 0x00])
-    assert (np.abs(img - vermillion).sum(axis=2) < 30).sum() > 100
+    n_vermillion = int((np.abs(img - vermillion).sum(axis=2) < 30).sum())
+    assert n_vermillion > 100
+    return {"figures": dom.count("data:image/png;base64,"), "console": console, "colours": len(colours),
+            "vermillion_px": n_vermillion}
 
 
 #: the page width the figures must be readable at, and the smallest figure text on screen (px)
@@ -102,10 +108,11 @@ def test_figure_text_readable_at_page_width(tmp_path, built_report):
     assert not small, f"figure text below {MIN_TEXT_PX} px on screen at {PAGE_WIDTH} px: {small}"
 
 
-def check_report_tables(out: Path) -> None:
+def check_report_tables(out: Path) -> dict:
     """A report checked against its own tables: every model a band finding names lies in the
     band (table1.in_band; the base included), and Fig. 2's caption gives the slope of the OLS fit
-    over the pairs whose members both lie in the band (recomputed from the pairs table)."""
+    over the pairs whose members both lie in the band (recomputed from the pairs table).
+    Returns the models the band findings name, the in-band models and the expected caption."""
     import json
     import re
 
@@ -118,9 +125,11 @@ def check_report_tables(out: Path) -> None:
     t1 = pd.read_parquet(out / "tables" / "table1.parquet")
     f = pd.read_parquet(out / "tables" / "findings.parquet")
     inb = set(t1.loc[t1["in_band"] | (t1["category"] == "base"), "model"])
+    named_all = set()
     for r in f[f["scope"] == "band"].itertuples():
         named = {m for m in t1["model"] if re.search(rf"(?<![\w/@.-]){re.escape(m)}(?![\w@.-])", r.text)}
         assert named <= inb, f"band finding {r.claim} names models outside the band: {sorted(named - inb)}"
+        named_all |= named
     lo, hi = json.loads((out / "tables" / "meta.json").read_text())["acc_band"]
     pairs = pd.read_parquet(out / "tables" / "pairs.parquet")
     p = pairs[pairs["acc_a"].between(lo, hi) & pairs["acc_b"].between(lo, hi)]
@@ -128,10 +137,14 @@ def check_report_tables(out: Path) -> None:
     sec = html.split('id="ensembles"')[1].split("</section>")[0]
     if len(p) >= 3:
         slope = np.polyfit(p["error_inconsistency"], p["gain_vs_mean"], 1)[0]
-        assert f"over the {len(p)} pairs whose members both lie in the accuracy band (slope {fmt_num(slope, 3)}" in sec
+        caption = f"over the {len(p)} pairs whose members both lie in the accuracy band (slope {fmt_num(slope, 3)}"
     else:
-        assert f"too few pairs whose members both lie in the accuracy band ({len(p)})" in sec
+        caption = f"too few pairs whose members both lie in the accuracy band ({len(p)})"
+    assert caption in sec
+    return {"named": named_all, "in_band": inb, "caption": caption, "section": sec}
 
 
 def test_report_checked_against_its_tables(built_report):
-    check_report_tables(built_report[0])
+    seen = check_report_tables(built_report[0])
+    assert seen["named"] <= seen["in_band"]   # band findings name in-band models only
+    assert seen["caption"] in seen["section"]                  # Fig. 2's caption equals the pairs table
