@@ -127,3 +127,32 @@ def test_config_is_frozen_sections_with_one_default_each():
         C.load("fashion-mnist-quick", {"analysis.n_bot": 50})
     # list defaults are not shared between configs
     assert C.AnalysisSection().transfer is not C.AnalysisSection().transfer
+
+
+def test_zoo_seed_and_epochs_scale_change_only_the_training_units():
+    """zoo.seed k trains another draw of the same zoo (seed + 1000 k, still distinct within the zoo);
+    zoo.epochs_scale scales every recipe's epochs; every unit that does not train keeps its params,
+    and at their defaults the train units are unchanged (so are existing caches)."""
+    from divergent.study import plan
+
+    def units(overrides):
+        return {u.id: u for u in plan(C.load("fashion-mnist-quick", overrides))}
+
+    base, seeded, scaled = units({}), units({"zoo.seed": 2}), units({"zoo.epochs_scale": 2.5})
+    assert base.keys() == seeded.keys() == scaled.keys()
+    trains = [k for k in base if k.startswith("train:")]
+    assert len(trains) == 10
+    for k in trains:
+        r0, r2, r3 = base[k].params["recipe"], seeded[k].params["recipe"], scaled[k].params["recipe"]
+        assert r2["seed"] == r0["seed"] + 2000 and r2["epochs"] == r0["epochs"]
+        assert r3["epochs"] == max(1, round(r0["epochs"] * 2.5)) and r3["seed"] == r0["seed"]
+        assert {**r2, "seed": r0["seed"]} == r0 and {**r3, "epochs": r0["epochs"]} == r0
+    assert len({seeded[k].params["recipe"]["seed"] for k in trains}) == len(trains)
+    assert any(scaled[k].params["recipe"]["epochs"] != base[k].params["recipe"]["epochs"] for k in trains)
+    for k in base.keys() - set(trains):
+        assert seeded[k].params == base[k].params == scaled[k].params, k
+    assert units({"zoo.seed": 0, "zoo.epochs_scale": 1.0}).keys() == base.keys()
+    assert all(units({"zoo.seed": 0})[k].params == base[k].params for k in trains)
+    for bad, match in [({"zoo.seed": -1}, "zoo.seed"), ({"zoo.epochs_scale": 0.0}, "zoo.epochs_scale")]:
+        with pytest.raises(DivergentError, match=match):
+            plan(C.load("fashion-mnist-quick", bad))

@@ -55,7 +55,8 @@ class ZooSection:
     backbones: list = _key([], list)                   # frozen models: extract embeddings, fit a linear head
     pretrained: list = _key([], list)                  # models whose own head fits the label space
     input_size: int = _key(0, int)                     # frozen backbones' input resolution (0: the model's own)
-    epochs_scale: float = _key(1.0, float)
+    epochs_scale: float = _key(1.0, float)            # every recipe's epochs times this (rounded, at least 1)
+    seed: int = _key(0, int)                           # zoo seed: another draw of the same zoo (plan.ZOO_SEED_STRIDE)
 
 
 @dataclass(frozen=True)

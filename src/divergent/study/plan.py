@@ -32,7 +32,15 @@ class ZooPlan:
     base: str
 
 
+#: `zoo.seed` k adds k * ZOO_SEED_STRIDE to every recipe's training seed: above any seed a built-in
+#: recipe uses (0-42), so the recipes of one zoo keep distinct seeds and no two zoo seeds share one
+ZOO_SEED_STRIDE = 1000
+
+
 def _recipes(cfg: StudyConfig) -> list[dict]:
+    """The zoo's recipes as plain dicts (the train units' parameters), with `zoo.only`, `zoo.seed`
+    and `zoo.epochs_scale` applied; at their defaults the recipes are unchanged (and so are the
+    units' cache keys)."""
     z = cfg.zoo
     spec = z.recipes
     if spec in ("", []):
@@ -52,7 +60,20 @@ def _recipes(cfg: StudyConfig) -> list[dict]:
             raise DivergentError(f"config key 'zoo.only' names recipes not in the zoo: {unknown_}",
                                  f"recipes: {', '.join(r.name.split('/')[-1] for r in rs)}")
         rs = [r for r in rs if r.name in kept]
-    return [r.to_dict() for r in rs]
+    if z.epochs_scale <= 0:
+        raise DivergentError(f"config key 'zoo.epochs_scale' is {z.epochs_scale}, which leaves nothing to train",
+                             "use a positive factor, e.g. 0.5 for half the epochs (1.0: the recipes' own)")
+    if z.seed < 0:
+        raise DivergentError(f"config key 'zoo.seed' is {z.seed}", "use 0 (the recipes' own seeds) or a positive integer")
+    changed = []
+    for r in rs:
+        new = {}
+        if z.seed:
+            new["seed"] = r.seed + z.seed * ZOO_SEED_STRIDE
+        if z.epochs_scale != 1.0:
+            new["epochs"] = max(1, round(r.epochs * z.epochs_scale))
+        changed.append(r.replace(**new) if new else r)
+    return [r.to_dict() for r in changed]
 
 
 def _models(entries: list, input_size: int) -> list[dict]:
