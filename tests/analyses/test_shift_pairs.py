@@ -130,6 +130,35 @@ def test_findings_equal_their_definition(store):
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
+def test_order_rho_takes_claim_1s_bca_interval_and_the_slope_the_percentile_one(store):
+    """order_rho's interval is BCa (as claim 1's in the findings, docs/report.md), recomputed here
+    from the same resamples and jackknife; gain_slope's stays the percentile interval."""
+    from divergent.analyses import shift as S
+    from divergent.metrics.bootstrap import bca_interval, jackknife_values, percentile_interval, resample_weights
+
+    f = shift_findings(store, base="m-base", split="test", n_boot=200, seed=3).set_index(["split", "statistic"])
+    others = f.attrs["models"]
+    base_card = store.card("m-base")
+    rank = np.array([CATEGORY_RANK[dv.category(base_card, store.card(m))] for m in others], dtype=np.float64)
+    n = len(store.split("test").labels)
+    W = resample_weights(n, n_boot=200, seed=3)
+    differs = []
+    for s in ["test", *SHIFTS]:
+        order = None if s == "test" else S._aligned(store, "test", s)
+        ei, gain = S._pair_matrices(store, "m-base", s, others, order, True)
+        (rho0,), _ = S._order_stats(ei, gain, rank, None)
+        rho, slope = S._order_stats(ei, gain, rank, W)
+        jack = jackknife_values(lambda w: S._order_stats(ei, gain, rank, w)[0], n)
+        bca = bca_interval(rho0, rho, jack, 0.95, min_n=10)
+        pct = percentile_interval(rho, 0.95, min_n=10)
+        row = f.loc[(s, "order_rho")]
+        assert (row["lo"], row["hi"]) == pytest.approx(bca, abs=0, rel=0) and row["estimate"] == rho0
+        differs.append((row["lo"], row["hi"]) != pytest.approx(pct, abs=1e-12))
+        sl = f.loc[(s, "gain_slope")]
+        assert (sl["lo"], sl["hi"]) == pytest.approx(percentile_interval(slope, 0.95, min_n=10), abs=0, rel=0)
+    assert any(differs)   # where rho varies over the resamples, BCa and percentile differ: the choice shows
+
+
 def test_shift_of_and_refusals(store):
     assert shift_of("test") == ("none", "none", 0)
     assert shift_of("test~imagenet-r") == ("imagenet-r", "imagenet-r", 0)
