@@ -164,6 +164,27 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
     assert main(["study", "presets"]) == 130
 
 
+def test_sigterm_exits_143_like_an_interrupt_and_the_handler_is_restored(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    info = _command_info(("study", "presets"))
+    before = signal.getsignal(signal.SIGTERM)
+
+    @functools.wraps(info.callback)
+    def terminated():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(info, "callback", terminated)
+    assert main(["study", "presets"]) == 143
+    err = capsys.readouterr().err
+    assert err.startswith("error: terminated (SIGTERM)") and "rerun the same command to resume" in err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ---- the writer lock: one rule, `--wait SECONDS` -----------------------------------------------------
 @pytest.mark.parametrize("path", sorted(WRITERS), ids=" ".join)
 def test_every_writing_command_has_wait_with_its_default_in_help(capsys, path):

@@ -40,3 +40,13 @@ def parity(ctx) -> dict:
 def boom(ctx) -> dict:
     _log(ctx, ctx.unit)
     raise ValueError("this unit always fails")
+
+
+@unit(name="toy.sleep", version=1)
+def sleep(ctx, *, seconds: float, pid_file: str) -> dict:
+    """Writes its worker's pid, then sleeps: a long unit to interrupt."""
+    import time
+
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"slept": seconds}

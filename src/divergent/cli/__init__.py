@@ -2,12 +2,15 @@
 
 Exit codes (docs/conventions.md): 0 success; 2 a user error (a `DivergentError`, printed as
 `error: ...` and `  fix: ...`, or a usage error); 1 an internal error (a bug: one line on
-stderr, the traceback in a log file); 130 interrupted.
+stderr, the traceback in a log file); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM: `kill`, a
+scheduler's time limit), which ends a command the way Ctrl-C does, cleanup included.
 """
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import typer
 
@@ -18,7 +21,20 @@ app = typer.Typer(help="How differently-trained models differ: errors, ensembles
 
 #: command modules (each exposes register(app)); missing optional areas are skipped
 AREAS = ("store", "extract", "train", "probes", "ensembles", "specialize", "study", "shift", "consistency")
-EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so a command's cleanup runs
+    (a study stops its worker processes, writers release the store)."""
+
+
+_terminated = threading.Event()
+
+
+def _on_sigterm(signum, frame):
+    _terminated.set()   # typer turns the exception into exit code 130: this says it was SIGTERM
+    raise Terminated("SIGTERM")
 _registered = False
 
 
@@ -73,8 +89,35 @@ def _internal_error(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM outside typer's own handling (which exits 130 quietly); main() tells them apart."""
+    if not isinstance(exc, Terminated):
+        from ._output import print_error
+
+        print_error("interrupted", None)
+    return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit code (0 ok, 2 user error, 1 internal error)."""
+    """Run one command; returns its exit code (0 ok, 2 user error, 1 internal error, 130/143
+    interrupted/terminated). SIGTERM is handled like Ctrl-C while the command runs."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    _terminated.clear()
+    try:
+        code = _main(argv)
+        if code == EXIT_INTERRUPTED and _terminated.is_set():
+            from ._output import print_error
+
+            print_error("terminated (SIGTERM)", "finished work is kept: rerun the same command to resume")
+            return EXIT_TERMINATED
+        return code
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     from ._output import print_error
 
     _register()
@@ -86,14 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # a command's own exit code
         code = exc.code
         return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USER)
-    except KeyboardInterrupt:
-        print_error("interrupted", None)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except Exception as exc:  # noqa: BLE001 - the one place that turns any exception into an exit code
         if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
             return _usage_error(exc)  # click UsageError / BadParameter / ClickException
         if type(exc).__name__ == "Abort" and isinstance(exc.__cause__, BaseException):
-            exc = exc.__cause__  # click turns an EOFError inside a command into Abort
+            exc = exc.__cause__  # click turns an EOFError or a KeyboardInterrupt inside a command into Abort
+        if isinstance(exc, KeyboardInterrupt):
+            return _interrupted(exc)
         return _internal_error(exc)
     # standalone_mode=False hands back a command's return value, or the code of typer.Exit(code)
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK

@@ -7,6 +7,8 @@ Ray, and running a unit on a node without the driver's disk, live in :mod:`.ray_
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +85,28 @@ class InlineExecutor:
         pass
 
 
+#: how often a local worker checks that the study process that started it is still alive (seconds)
+PARENT_CHECK_S = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the study process that started it is gone (killed
+    with SIGKILL, or by the OOM killer), instead of finishing its unit as an orphan beside a
+    resumed run that may be training the same model into the same directory."""
+    def watch():
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="divergent-parent-watch", daemon=True).start()
+
+
 class LocalExecutor:
-    """Local worker processes (spawned, so each has its own torch threads)."""
+    """Local worker processes (spawned, so each has its own torch threads). A worker ends with the
+    study process: ``shutdown(wait=False)`` (an interrupted run: Ctrl-C, SIGTERM) stops the units
+    still running, and a worker whose parent died exits by itself (see _exit_with_parent); the
+    units they were running are simply not recorded, and rerun on resume."""
 
     name = "local"
 
@@ -92,13 +114,26 @@ class LocalExecutor:
         import multiprocessing as mp
 
         self.workers = max(1, int(workers))
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                         initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def submit(self, call: UnitCall) -> Future:
         return self._pool.submit(run_unit_call, call)
 
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in list((self._pool._processes or {}).values())]
+
     def shutdown(self, wait: bool = True) -> None:
+        """wait=True: finish the running units; wait=False (interrupted): stop them now."""
+        procs = [] if wait else list((self._pool._processes or {}).values())
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
 
 
 class RayExecutor:
