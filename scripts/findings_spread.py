@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from divergent.train.evaluate import markdown as markdown_table
+
 #: table file -> the columns that name one finding in it
 TABLES = {"findings.csv": ("claim", "scope"), "shift_findings.csv": ("split", "statistic")}
 
@@ -48,16 +50,6 @@ def spread(outs: list[str | Path]) -> dict[str, pd.DataFrame]:
     return result
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return "" if np.isnan(v) else f"{v:.4g}"
-        return str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     outs = sys.argv[1:] if argv is None else argv
     if len(outs) < 2:
@@ -70,7 +62,7 @@ def main(argv=None) -> int:
         return 2
     for name, df in tables.items():
         print(f"## {name}\n")
-        print(_markdown(df))
+        print(markdown_table(df))
         print()
     return 0
 

@@ -33,6 +33,7 @@ import pandas as pd
 from divergent.conventions import HOLDOUT, TEST
 from divergent.metrics.calibration import fit_temperature
 from divergent.metrics.probs import ensemble_probs, reference_probs
+from divergent.train.evaluate import markdown as markdown_table
 from divergent.store import Store
 
 _NP_EXP = np.exp
@@ -117,14 +118,6 @@ def measure(store: Store, *, share: float = 0.04, limit: int | None = None) -> t
     return pd.DataFrame(rows), summary
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    def cell(v):
-        return f"{v:.6g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="a study's output directory or a store")
@@ -133,9 +126,9 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     path = Path(a.out) / "store" if (Path(a.out) / "store").is_dir() else Path(a.out)
     table, summary = measure(Store.open(path), share=a.share, limit=a.models)
-    print(_markdown(table))
+    print(markdown_table(table))
     print()
-    print(_markdown(pd.DataFrame({"quantity": list(summary), "value": list(summary.values())})))
+    print(markdown_table(pd.DataFrame({"quantity": list(summary), "value": [str(v) for v in summary.values()]})))
 
 
 if __name__ == "__main__":
