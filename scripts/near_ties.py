@@ -12,7 +12,8 @@ that has logits it refits the temperature on the holdout (checked equal to the s
 compares: temperatures, each model's decisions, and the decision of every pair's two-model
 ensemble (argmax of the mean calibrated probability) on the test split — the decisions every pair
 metric, gain and finding is counted from. It also counts the ensemble decisions whose top-two margin
-is within 1e-6 / 1e-9 / 1e-12 of the top probability: the near ties that such a change can flip.
+is within 1e-6 / 1e-9 / 1e-12 of the top probability (and the smallest such margin): the near ties
+that such a change can flip.
 
     python scripts/near_ties.py OUT [--share 0.04] [--models N]
 
@@ -98,6 +99,7 @@ def measure(store: Store, *, share: float = 0.04, limit: int | None = None) -> t
     n_pairs = flips = pairs_changed = 0
     max_change = 0
     margins = {1e-6: 0, 1e-9: 0, 1e-12: 0}
+    smallest = np.inf
     for a, b in itertools.combinations(models, 2):
         er, ea = ensemble_probs([p_ref[a], p_ref[b]]), ensemble_probs([p_alt[a], p_alt[b]])
         dr, da = er.argmax(1), ea.argmax(1)
@@ -109,12 +111,14 @@ def measure(store: Store, *, share: float = 0.04, limit: int | None = None) -> t
         max_change = max(max_change, abs(delta))
         top2 = np.sort(er, axis=1)[:, -2:]
         rel = (top2[:, 1] - top2[:, 0]) / top2[:, 1]
+        smallest = min(smallest, float(rel.min()))
         for t in margins:
             margins[t] += int((rel <= t).sum())
     summary = {"models": len(models), "examples": len(y), "pairs": n_pairs, "ensemble_decisions": n_pairs * len(y),
                "ensemble_decisions_changed": flips, "pairs_with_changed_ensemble_accuracy": int(pairs_changed),
                "largest_change_examples": max_change, "share_of_exp_arguments_changed": share,
-               **{f"ensemble_margins_within_{t:g}": v for t, v in margins.items()}}
+               **{f"ensemble_margins_within_{t:g}": v for t, v in margins.items()},
+               "smallest_relative_margin": smallest}
     return pd.DataFrame(rows), summary
 
 

@@ -49,5 +49,5 @@ def test_measure_refits_the_stores_temperatures_and_counts_tied_ensembles(toy_st
     assert table["equals_store"].all() and list(table["model"]) == ["m0", "m1", "m2"]
     assert (table["relative_change"] < 1e-9).all()
     assert s["pairs"] == 3 and s["ensemble_decisions"] == 3 * 600
-    assert s["ensemble_margins_within_1e-12"] >= 3
+    assert s["ensemble_margins_within_1e-12"] >= 3 and s["smallest_relative_margin"] == 0.0
     assert s["ensemble_margins_within_1e-06"] >= s["ensemble_margins_within_1e-09"] >= s["ensemble_margins_within_1e-12"]
