@@ -32,6 +32,26 @@ def pair_deps(store: Store, split: str, a: str, b: str, ta: float, tb: float, ki
             "b": {"kind": kinds[1], "sha256": store.content_hash(b, split, kinds[1]), "temperature": repr(float(tb))}}
 
 
+def counts_inputs(store: Store, *, split: str, models: list[str]) -> dict:
+    """What :func:`pair_counts` of these models (with their temperatures) and :func:`model_table`'s
+    rows of them read from the store, as plain data from its manifest (no array is read): the
+    labels' hash and each model's score kind and hash, temperature (and the split it was fitted
+    on) and card. Equal inputs give an equal result, so it serves as a cache key."""
+    store = as_store(store)
+    have = set(store.models)
+    out = {}
+    for m in models:
+        if m not in have:
+            continue
+        kind = next((k for k in ("logits", "probs", "pred") if store.has(m, split, k)), None)
+        if kind is None:
+            continue
+        cal = store.calibration(m) or {}   # its temperature and split: not its time or fit statistics
+        out[m] = {"kind": kind, "sha256": store.content_hash(m, split, kind), "card": store.card(m).to_dict(),
+                  "temperature": repr(float(cal["temperature"])) if cal else None, "fit_on": cal.get("fit_on")}
+    return {"engine": ENGINE_VERSION, "split": split, "labels": store.labels_sha256(split), "models": out}
+
+
 class _Codes:
     """Computes (or loads cached) per-example outcome codes for pairs of one split."""
 
@@ -167,7 +187,27 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
     `block` x `block` models on it, with the same result.
     Columns: model_a, model_b, category, n, the metrics of divergent.metrics.pairs.METRICS,
     their `_lo`/`_hi` interval bounds, and `missing_reason` (why ensemble metrics are NaN).
+    It is :func:`pairs_from_counts` of :func:`pair_counts`.
     """
+    counts = pair_counts(store, split=split, base=base, models=models, acc_band=acc_band, calibrated=calibrated,
+                         categories=categories, include_self=include_self, cache=cache, progress=progress,
+                         runner=runner, block=block)
+    return pairs_from_counts(counts, n_boot=n_boot, level=level, seed=seed)
+
+
+#: the code-count columns of a counts table (pair_counts): code c's count in column f"count_{c}"
+COUNT_COLUMNS = [f"count_{c}" for c in range(16)]
+
+
+def pair_counts(store, *, split: str = TEST, base: str | None = None, models=None, acc_band=None,
+                calibrated: bool = True, categories: dict | None = None, include_self: bool = False,
+                cache: bool = True, progress: bool = False, runner=None, block: int | None = None) -> pd.DataFrame:
+    """The pairs of :func:`pairs` with their outcome-code counts, before any bootstrap: one row per
+    pair (model_a, model_b, category, decision_only, temperature_a, temperature_b, COUNT_COLUMNS).
+
+    Every row depends on its own pair only, so the counts tables of disjoint sets of models
+    against one base, concatenated in the order of the whole, are the whole's counts table (the
+    study's pairs stage computes them in blocks of models, divergent.study.stages)."""
     store = as_store(store)
     names = resolve_models(store, models, split=split, need="pred")
     if base is not None and base not in names:
@@ -189,14 +229,35 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
         raise DivergentError("fewer than two models to compare", "add models, widen --acc-band, or check names")
     engine = _Codes(store, split, names, temps, cache=cache, progress=progress, runner=runner, block=block)
     counts = engine.counts(plist)
+    cards = {m: store.card(m) for m in names}
+    df = pd.DataFrame({"model_a": [a for a, _ in plist], "model_b": [b for _, b in plist],
+                       "category": [(categories or {}).get((a, b)) or card_category(cards[a], cards[b]) for a, b in plist],
+                       "decision_only": [a not in prob_models or b not in prob_models for a, b in plist],
+                       "temperature_a": [temps.get(a, np.nan) for a, _ in plist],
+                       "temperature_b": [temps.get(b, np.nan) for _, b in plist]})
+    df[COUNT_COLUMNS] = np.asarray(counts, dtype=np.int64)
+    df.attrs.update({"split": split, "base": base, "calibrated": calibrated,
+                     "engine_fallback_examples": engine.n_fallback, "engine_gathered_examples": engine.n_gather})
+    if getattr(engine, "blocks", None) is not None:
+        df.attrs.update({"blocks": engine.blocks.blocks, "blocks_computed": engine.blocks.computed})
+    return df
+
+
+def pairs_from_counts(table: pd.DataFrame, *, n_boot: int = N_BOOT, level: float = CI_LEVEL,
+                      seed: int = 0) -> pd.DataFrame:
+    """The pairs table of a counts table (:func:`pair_counts`): metrics and their intervals.
+
+    The intervals' resamples come from one generator over the pairs in the table's order
+    (metrics.bootstrap.count_bootstrap), so they depend on the whole table: bootstrap the whole
+    table at once, never parts of it."""
+    counts = table[COUNT_COLUMNS].to_numpy(dtype=np.int64)
     vals = metrics_from_counts(counts)
     ci = count_bootstrap(counts, metrics_from_counts, n_boot=n_boot, level=level, seed=seed) if n_boot else {}
-    cards = {m: store.card(m) for m in names}
     rows = []
-    for i, (a, b) in enumerate(plist):
-        decision_only = a not in prob_models or b not in prob_models
-        cat = (categories or {}).get((a, b)) or card_category(cards[a], cards[b])
-        row = {"model_a": a, "model_b": b, "category": cat, "n": int(counts[i].sum())}
+    for i, r in enumerate(table[["model_a", "model_b", "category", "decision_only", "temperature_a",
+                                 "temperature_b"]].itertuples(index=False)):
+        decision_only = bool(r.decision_only)
+        row = {"model_a": r.model_a, "model_b": r.model_b, "category": r.category, "n": int(counts[i].sum())}
         reason = ""
         if decision_only:
             reason = "decision-only model: ensemble metrics need probabilities"
@@ -208,15 +269,14 @@ def pairs(store, *, split: str = TEST, base: str | None = None, models=None, acc
             if decision_only and METRICS[k].needs_probs:
                 v, lo, hi = np.nan, np.nan, np.nan
             row[k], row[f"{k}_lo"], row[f"{k}_hi"] = v, lo, hi
-        row["temperature_a"] = temps.get(a, np.nan)
-        row["temperature_b"] = temps.get(b, np.nan)
+        row["temperature_a"] = r.temperature_a
+        row["temperature_b"] = r.temperature_b
         row["missing_reason"] = reason
         rows.append(row)
     df = pd.DataFrame(rows)
-    df.attrs.update({"split": split, "base": base, "calibrated": calibrated, "n_boot": n_boot, "level": level,
-                     "engine_fallback_examples": engine.n_fallback, "engine_gathered_examples": engine.n_gather})
-    if getattr(engine, "blocks", None) is not None:
-        df.attrs.update({"blocks": engine.blocks.blocks, "blocks_computed": engine.blocks.computed})
+    df.attrs.update({**{k: table.attrs[k] for k in ("split", "base", "calibrated") if k in table.attrs},
+                     "n_boot": n_boot, "level": level})
+    df.attrs.update({k: v for k, v in table.attrs.items() if k not in df.attrs})
     return df
 
 
@@ -243,13 +303,19 @@ def pair_outcome_codes(store, plist: list[tuple[str, str]], *, split: str = TEST
             for ab, c in codes.items()}
 
 
-def model_table(store, *, split: str = TEST, base: str | None = None, calibrated: bool = True) -> pd.DataFrame:
+def model_table(store, *, split: str = TEST, base: str | None = None, calibrated: bool = True, models=None,
+                pairs_table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per model: card fields (family, objective, train_data, head), temperature and
     accuracy on `split`, and (with a base) category, error inconsistency and ensemble accuracy
     relative to the base. The study's report lays it out as Appendix Table 1
-    (divergent.report.build.table1)."""
+    (divergent.report.build.table1). `models` keeps those models (default: every model, in the
+    store's order); `pairs_table`, the base's pairs table of :func:`pairs` (with these models and
+    the same `calibrated`), gives the base-relative columns without computing them again."""
     store = as_store(store)
     names = resolve_models(store, None, split=split, need="pred")
+    if models is not None:
+        keep = set(models)
+        names = [m for m in names if m in keep]
     acc = accuracies(store, names, split)
     rows = []
     for m in names:
@@ -258,8 +324,10 @@ def model_table(store, *, split: str = TEST, base: str | None = None, calibrated
                      "head": c.head, "temperature": store.temperature(m), "accuracy": acc[m]})
     df = pd.DataFrame(rows)
     if base is not None:
-        pt = pairs(store, split=split, base=base, calibrated=calibrated, n_boot=0, include_self=False)
-        pt = pt.set_index("model_b")
+        pt = pairs_table
+        if pt is None:
+            pt = pairs(store, split=split, base=base, calibrated=calibrated, n_boot=0, include_self=False)
+        pt = pt[pt["model_a"] == base].set_index("model_b")
         df["category"] = [card_category(store.card(base), store.card(m)) for m in df["model"]]
         df["error_inconsistency"] = df["model"].map(pt["error_inconsistency"])
         df["ensemble_acc"] = df["model"].map(pt["ensemble_acc"])

@@ -92,6 +92,7 @@ class RunSection:
     trusted_modules: list = _key([], list)             # modules torch: specs need; each must be confirmed by the user
     address: str = _key("", str)                       # ray: the cluster to join ('' = --address, else RAY_ADDRESS, else a local Ray)
     shared_fs: bool = _key(False, bool)                # ray: every node sees the output directory under the same path
+    pairs_block: int = _key(64, int)                   # the pairs stage: the base + up to this many models per unit
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ def _cross_checks(c: dict) -> None:
         raise _bad("analysis.greedy_max_size", a["greedy_max_size"], "an integer >= 1")
     if c["run"]["workers"] < 1:
         raise _bad("run.workers", c["run"]["workers"], "an integer >= 1")
+    if c["run"]["pairs_block"] < 1:
+        raise _bad("run.pairs_block", c["run"]["pairs_block"], "an integer >= 1 (models per pairs unit, besides the base)")
     if c["data"]["train_subset"] < 10:
         raise _bad("data.train_subset", c["data"]["train_subset"], "an integer >= 10")
     r = c["zoo"]["recipes"]

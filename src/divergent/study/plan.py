@@ -209,8 +209,7 @@ def plan(cfg: StudyConfig) -> Graph:
     g.add(Unit("calibrate", "calibrate", S.calibrate_unit, dict(fit_on=d.fit_on, models=names),
                deps=(*models, *shifted), main=True, cost=0.5,
                optional=(*(m for m in models if zp.base not in m), *shifted)))
-    g.add(Unit("pairs", "pairs", S.pairs_unit, dict(base=zp.base, split=d.split, n_boot=a.n_boot, seed=seed,
-                                                   models=names), deps=("calibrate",), cost=0.5))
+    _add_pairs(g, zp.base, d.split, a.n_boot, seed, names, cfg.run.pairs_block)
     g.add(Unit("angles", "analyses", A.angles_unit,
                dict(split=d.split, groups=a.groups, n_boot=a.n_boot, seed=seed), deps=("pairs",), cost=0.5))
     g.add(Unit("greedy", "analyses", A.greedy_unit,
@@ -246,6 +245,31 @@ def plan(cfg: StudyConfig) -> Graph:
                deps=("pairs", "angles", "greedy", *feats, *tr, *gal, *shift, "findings"), cost=1.0,
                optional=(*gal, *shift)))
     return g
+
+
+def pairs_blocks(base: str, names: list[str], block: int) -> list[list[str]]:
+    """The models of each block of the pairs stage: the zoo's models but the base, in order, cut
+    into runs of `block` (one empty block for a zoo of the base alone)."""
+    others = [m for m in names if m != base]
+    return [others[i : i + block] for i in range(0, len(others), block)] or [[]]
+
+
+def _add_pairs(g: Graph, base: str, split: str, n_boot: int, seed: int, names: list[str], block: int) -> None:
+    """The pairs stage: per block k of `run.pairs_block` models, `pairs-inputs:<k>` (in the runner's
+    process: the block's content hashes, temperatures and cards from the store's manifest) and
+    `pairs-block:<k>` (the base against the block's models: code counts and model-table rows), then
+    `pairs` merging them (the bootstrap over every pair at once). A changed model changes the
+    output of its block's inputs unit only, so the other blocks stay cached."""
+    blocks = pairs_blocks(base, names, block)
+    # every inputs unit before the blocks: a unit in the runner's process waits until no unit is
+    # running, so inputs units between the blocks would run the blocks one at a time
+    for k, models in enumerate(blocks):
+        g.add(Unit(f"pairs-inputs:{k}", "pairs", S.pairs_inputs_unit, dict(base=base, split=split, models=models),
+                   deps=("calibrate",), main=True, cost=0.02))
+    ids = [g.add(Unit(f"pairs-block:{k}", "pairs", S.pairs_block_unit, dict(base=base, split=split, models=models),
+                      deps=(f"pairs-inputs:{k}",), cost=0.4 / len(blocks))).id for k, models in enumerate(blocks)]
+    g.add(Unit("pairs", "pairs", S.pairs_merge_unit, dict(base=base, split=split, n_boot=n_boot, seed=seed),
+               deps=tuple(ids), cost=0.1))
 
 
 def run_study(spec=None, out="divergent-study", *, overrides: dict | None = None, executor: str | None = None,

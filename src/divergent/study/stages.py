@@ -216,7 +216,8 @@ def calibrate_unit(ctx, *, fit_on: str = HOLDOUT, models: list[str] | None = Non
                                        "divergent.metrics", "divergent.engine"),
       resources=Resources(memory_mb=2048))
 def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: list[str] | None = None) -> dict:
-    """The pairs table (base vs every model, with intervals) and the model table."""
+    """The pairs table (base vs every model, with intervals) and the model table, in one unit (the
+    study plans the same tables as blocks: pairs_inputs_unit, pairs_block_unit, pairs_merge_unit)."""
     from ..analyses.pairs import model_table, pairs
     from ..store import Store
 
@@ -228,11 +229,76 @@ def pairs_unit(ctx, *, base: str, split: str, n_boot: int, seed: int, models: li
     mt = model_table(ctx.store, split=split, base=base, calibrated=True)
     if models is not None:
         mt = mt[mt["model"].isin(models)].reset_index(drop=True)
+    return _write_pairs(ctx, pt, mt, base)
+
+
+def _write_pairs(ctx, pt, mt, base: str) -> dict:
     p1, p2 = Path(ctx.work) / "pairs.parquet", Path(ctx.work) / "model_table.parquet"
     pt.to_parquet(p1, index=False)
     mt.to_parquet(p2, index=False)
     acc = dict(zip(mt["model"], mt["accuracy"].astype(float)))
     return {"pairs": str(p1), "model_table": str(p2), "accuracy": acc, "base": base}
+
+
+@unit(name="pairs-inputs", version=1, depends=("divergent.analyses.pairs",),
+      resources=Resources(memory_mb=512))
+def pairs_inputs_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
+    """What one block of the pairs stage reads from the store (hashes, temperatures, cards of the
+    base and the block's models; analyses.pairs.counts_inputs). Its output changes only when one
+    of those models does, so the block unit after it stays cached when another model changes."""
+    from ..analyses.pairs import counts_inputs
+
+    return {"inputs": counts_inputs(ctx.store, split=split, models=[base, *models])}
+
+
+@unit(name="pairs-block", version=1, depends=("divergent.analyses.pairs", "divergent.analyses._select",
+                                             "divergent.metrics", "divergent.engine"),
+      resources=Resources(memory_mb=2048))
+def pairs_block_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
+    """One block of the pairs stage: the outcome-code counts of the base against each of `models`
+    (those in the store; analyses.pairs.pair_counts) and their rows of the model table. The
+    bootstrap runs on the whole table, in pairs_merge_unit."""
+    from ..analyses.pairs import model_table, pair_counts, pairs_from_counts
+    from ..store import Store
+
+    have = set(Store.open(ctx.store).models)
+    block = [m for m in models if m in have and m != base]
+    if not block:   # every model of the block failed: the other blocks still make a table
+        return {"counts": None, "model_table": None, "models": []}
+    ct = pair_counts(ctx.store, split=split, base=base, models=[base, *block], calibrated=True, progress=False)
+    mt = model_table(ctx.store, split=split, base=base, calibrated=True, models=[base, *block],
+                     pairs_table=pairs_from_counts(ct, n_boot=0))
+    p1, p2 = Path(ctx.work) / "counts.parquet", Path(ctx.work) / "model_table.parquet"
+    ct.to_parquet(p1, index=False)
+    mt.to_parquet(p2, index=False)
+    return {"counts": str(p1), "model_table": str(p2), "models": block}
+
+
+@unit(name="pairs-merge", version=1, depends=("divergent.analyses.pairs", "divergent.metrics"),
+      resources=Resources(memory_mb=2048, reads=()))
+def pairs_merge_unit(ctx, *, base: str, split: str, n_boot: int, seed: int) -> dict:
+    """The pairs table and the model table of the blocks (its dependencies pairs-block:<k>): the
+    blocks' counts in block order (the order of the one-unit table: the blocks cut the plan's list
+    of models in turn), bootstrapped at once (analyses.pairs.pairs_from_counts: the intervals'
+    resamples depend on the whole table); the model table in the store's (sorted) model order."""
+    import pandas as pd
+
+    from ..analyses.pairs import pairs_from_counts
+    from ..errors import DivergentError
+
+    blocks = sorted((k for k in ctx.deps if k.startswith("pairs-block:")), key=lambda k: int(k.rpartition(":")[2]))
+    parts = [ctx.deps[k] for k in blocks if ctx.deps[k].get("counts")]
+    if not parts:
+        raise DivergentError("fewer than two models to compare", "add models, widen --acc-band, or check names")
+    counts = [pd.read_parquet(r["counts"]) for r in parts]
+    ct = pd.concat(counts, ignore_index=True)
+    ct.attrs = {**counts[0].attrs, **{k: sum(c.attrs.get(k, 0) for c in counts)
+                                      for k in ("engine_fallback_examples", "engine_gathered_examples")}}
+    pt = pairs_from_counts(ct, n_boot=n_boot, seed=seed)
+    rows = pd.concat([pd.read_parquet(r["model_table"]) for r in parts], ignore_index=True)
+    rows = rows.drop_duplicates("model", keep="first").set_index("model", drop=False)
+    mt = rows.loc[sorted(rows.index)].reset_index(drop=True)
+    return _write_pairs(ctx, pt, mt, base)
 
 
 def write_json(path: Path, obj) -> str:
