@@ -193,3 +193,23 @@ def test_local_workers_use_one_blas_thread_like_ray_tasks(tmp_path, monkeypatch)
     finally:
         ex.shutdown()
     assert got["openblas"] == [1]
+
+
+def test_units_run_with_one_blas_thread_in_the_runners_process_too(tmp_path):
+    """The inline executor (and main-process units such as calibrate) run units in a process whose
+    OpenBLAS may use every core: the unit still computes with its one thread, and the process gets
+    its own count back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from divergent.study.executors import InlineExecutor, UnitCall, UnitContext
+
+    def blas():
+        return sorted({i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"})
+
+    before = blas()
+    if not before or max(before) < 2:
+        pytest.skip("this process's OpenBLAS has one thread already")
+    ctx = UnitContext(unit="blas", out=tmp_path, store=tmp_path / "store", work=tmp_path)
+    got = InlineExecutor().submit(UnitCall("test-pairs-blocks.blas", units.modules(), ctx, {})).result()
+    assert got["openblas"] == [1]
+    assert blas() == before

@@ -57,11 +57,17 @@ def run_unit_call(call: UnitCall) -> dict:
     """Execute one unit (in whatever process the executor chose)."""
     import sys
 
+    from threadpoolctl import threadpool_limits
+
     n = max(1, call.ctx.torch_threads)
     os.environ["OMP_NUM_THREADS"] = str(n)  # read by torch when a unit first imports it
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    result = registry.function(call.unit, call.modules)(call.ctx, **call.params)
+    # BLAS (numpy's OpenBLAS) with the same thread count in every process that runs units — a local
+    # worker, a Ray task, the runner's own process (inline, calibrate): its thread count changes the
+    # last bits of matrix products, hence of the heads and probes fitted here
+    with threadpool_limits(limits=n, user_api="blas"):
+        result = registry.function(call.unit, call.modules)(call.ctx, **call.params)
     return result if result is not None else {}
 
 
