@@ -95,4 +95,7 @@ def test_line_checks():
     assert "R^2" in lm.line_checks(bad_r2, iv)[0]
     apart = dict(iv, agreement_bias=(-0.25, -0.1))
     why = lm.line_checks(good, apart)
-    assert len(why) == 1 and "bias" in why[0]
+    assert len(why) == 1 and why[0].startswith("the biases differ beyond their intervals")
+    both = lm.line_checks(good, dict(apart, agreement_slope=(1.2, 1.4)))
+    assert [w.split(" (")[0] for w in both] == ["the slopes differ beyond their intervals",
+                                                "the biases differ beyond their intervals"]

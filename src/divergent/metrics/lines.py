@@ -127,10 +127,10 @@ def line_checks(fits: dict[str, dict[str, np.ndarray]], intervals: dict[str, tup
     r2 = float(fits["agreement"]["r2"])
     if not r2 >= r2_min:
         why.append(f"agreement-line R^2 {r2:.3f} < {r2_min:g}")
-    for p in ("slope", "bias"):
+    for p, plural in (("slope", "slopes"), ("bias", "biases")):
         lo_a, hi_a = intervals.get(f"accuracy_{p}", (np.nan, np.nan))
         lo_g, hi_g = intervals.get(f"agreement_{p}", (np.nan, np.nan))
         if all(np.isfinite([lo_a, hi_a, lo_g, hi_g])) and (hi_a < lo_g or hi_g < lo_a):
-            why.append(f"the {p}s differ beyond their intervals (accuracy [{lo_a:.3f}, {hi_a:.3f}], "
+            why.append(f"the {plural} differ beyond their intervals (accuracy [{lo_a:.3f}, {hi_a:.3f}], "
                        f"agreement [{lo_g:.3f}, {hi_g:.3f}])")
     return why

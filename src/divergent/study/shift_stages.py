@@ -181,7 +181,7 @@ def shift_pairs_unit(ctx, *, base: str, split: str, shifted: list, models: list,
     return _write(ctx, {"shift_pairs": res.pairs, "shift_categories": res.categories, "shift_findings": res.findings})
 
 
-@unit(name="lines", version=1, depends=("divergent.analyses.lines", "divergent.analyses._select", "divergent.metrics"),
+@unit(name="lines", version=2, depends=("divergent.analyses.lines", "divergent.analyses._select", "divergent.metrics"),
       resources=Resources(memory_mb=2048))
 def lines_unit(ctx, *, split: str, shifted: list, models: list, fit_on: str, n_boot: int, seed: int) -> dict:
     """Accuracy and agreement on the line on every shifted split, with ALine-S, ALine-D and ATC."""
