@@ -5,10 +5,8 @@ result; with shared_fs off no unit opens a path under the driver's output direct
 units read it in place. The fast checks at the top need no cluster."""
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -99,83 +97,11 @@ def test_a_gpu_unit_with_no_gpu_node_fails_at_once_naming_what_it_needs(tmp_path
 
 ray = pytest.importorskip("ray")
 
-SITECUSTOMIZE = '''
-import os, sys
-_root, _log = os.environ.get("DIVERGENT_TEST_WATCH"), os.environ.get("DIVERGENT_TEST_OPENS")
-if _root and _log:
-    def _hook(event, args):
-        if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
-            p = os.path.abspath(os.fsdecode(args[0]))
-            if p == _root or p.startswith(_root + os.sep):
-                fd = os.open(_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-                os.write(fd, (p + "\\n").encode())
-                os.close(fd)
-    sys.addaudithook(_hook)
-'''
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Head + two worker nodes on 127.0.0.1 (1 CPU each; the second declares one GPU). Every Ray
-    worker process records the paths it opens under `watch` (a sitecustomize audit hook)."""
-    from ray.cluster_utils import Cluster
-
-    from divergent.study.ray_cluster import connect, loopback
-
-    base = tmp_path_factory.mktemp("ray")
-    hook = base / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(textwrap.dedent(SITECUSTOMIZE))
-    watch, opens = base / "outs", base / "opens.log"
-    watch.mkdir()
-    env = {"PYTHONPATH": os.pathsep.join([str(hook), str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "DIVERGENT_TEST_WATCH": str(watch.resolve()), "DIVERGENT_TEST_OPENS": str(opens),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    node = dict(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
-
-    @contextlib.contextmanager
-    def setting():
-        with pytest.MonkeyPatch.context() as mp:
-            for k, v in env.items():
-                mp.setenv(k, v)
-            with loopback():
-                yield
-
-    with setting():
-        c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, **node))
-        c.add_node(**node)
-        gpu_node = c.add_node(num_gpus=1, **node)
-        c.wait_for_nodes()
-        connect(c.address, 1)    # one driver connection for the module: its worker processes are reused
-
-    def add_node(**kw):
-        with setting():
-            n = c.add_node(**{**node, **kw})
-            c.wait_for_nodes()
-        return n
-
-    c.add_node_here = add_node
-    c.gpu_node_id = gpu_node.node_id
-    c.watch, c.opens = watch, opens
-    try:
-        yield c
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        c.shutdown()
-
-
 @pytest.fixture
 def ray_toys(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.setattr(units, "MODULES", units.MODULES)
     units.add_modules("ray_toy_units")
-
-
-def opened_under(cluster, path: Path) -> list[str]:
-    lines = cluster.opens.read_text().splitlines() if cluster.opens.exists() else []
-    root = str(Path(path).resolve())
-    return [p for p in lines if p == root or p.startswith(root + os.sep)]
 
 
 def tables(out: Path) -> dict[str, pd.DataFrame]:
@@ -197,19 +123,21 @@ def test_tiny_study_on_the_cluster_equals_the_local_executor(cluster, tmp_path):
     local = run_study(str(TINY), tmp_path / "local", executor="local", workers=1, progress=False, echo=None)
     out = cluster.watch / "tiny"
     lines = []
+    # the pairs stage in blocks of one model (two blocks, each shipped its models only; one locally)
     dist = run_study(str(TINY), out, executor="ray", progress=False, echo=lines.append,
-                     overrides={"run.address": cluster.address, "run.shared_fs": False})
+                     overrides={"run.address": cluster.address, "run.shared_fs": False, "run.pairs_block": 1})
     assert local.ok and dist.ok, (local.failed, dist.failed)
+    assert sorted(u for u in dist.ran if u.startswith("pairs-block:")) == ["pairs-block:0", "pairs-block:1"]
     assert lines[0].startswith(f"Ray cluster {cluster.address}") and "3 node(s), 3 CPU, 1 GPU" in lines[0]
     a, b = tables(tmp_path / "local"), tables(out)
     assert sorted(a) == sorted(b) and "pairs" in a and "findings" in a
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
-    assert opened_under(cluster, out) == []          # every input came through Ray, every output went back
+    assert cluster.opened_under(out) == []          # every input came through Ray, every output went back
     assert (out / "report.html").exists()
     # a rerun (a driver that was killed would do the same) runs nothing: every unit is cached
     again = run_study(str(TINY), out, executor="ray", progress=False, echo=None,
-                      overrides={"run.address": cluster.address})
+                      overrides={"run.address": cluster.address, "run.pairs_block": 1})
     assert again.ran == [] and len(again.cached) == len(dist.ran)
 
 
@@ -242,7 +170,7 @@ def test_gpu_units_land_on_the_gpu_node_only(cluster, ray_toys, shared_fs):
     assert s.results["gpu:a"]["cuda_visible"] != ""             # Ray gave the unit the node's GPU
     assert Path(s.results["gpu:a"]["work"]).is_relative_to(out)     # paths name the driver's directory
     assert (Path(s.results["gpu:ab"]["work"]) / "value.json").read_text() == "103"   # the file came back
-    opened = opened_under(cluster, out)
+    opened = cluster.opened_under(out)
     if shared_fs:
         assert any(p.endswith("value.json") for p in opened)  # read and written in place
     else:

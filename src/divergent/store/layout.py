@@ -9,6 +9,7 @@
     STORE/.staging/<key>.<split>.<id>/        entries staged by parallel producers
     STORE/.staging/extract/<key>.<split>/     resumable extraction chunks
     STORE/.lock                               the one writer's lock
+    STORE/.partial.json                       only in a partial copy (a Ray node's): what it holds
 
 <key> is :func:`dir_key` of a model name; <split> in a path is :func:`split_dir` of the split's name.
 """
@@ -24,6 +25,9 @@ STAGING = ".staging"
 #: under STAGING: the folders of resumable extractions (never a staged entry)
 EXTRACT = "extract"
 CACHE = "cache"
+#: in a partial copy of a store (some models' arrays only, as a Ray node gets for a unit that reads
+#: those models): {"models": [...], "split": name or null, "why": ..., "fix": ...}
+PARTIAL = ".partial.json"
 VERDICTS = f"{CACHE}/verdicts.json"
 #: the writer's own areas besides the manifest: only the lock holder writes there
 WRITER_AREAS = ("splits", "models")

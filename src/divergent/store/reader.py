@@ -197,13 +197,40 @@ class Store:
 
     def _missing(self, info: dict) -> DivergentError:
         """The error for an array file that is not there: the store changed since this process read
-        its manifest (another writer replaced the array), or the file was lost."""
+        its manifest (another writer replaced the array), or the file was lost; or, in a partial
+        copy of the store (layout.PARTIAL), a model or split the copy was made without."""
+        left_out = self._left_out(info)
+        if left_out is not None:
+            return left_out
         now = _manifest.checksum_on_disk(self.root)
         if now is not None and now != self._m.get("checksum"):
             return DivergentError(f"array file {info['path']} was replaced by another process while this one read the store",
                                   "run the command again (it reads the store as it is now)")
         return CorruptStoreError(f"array file {info['path']} is missing from {self.root}",
                                  "run `divergent verify STORE`; re-import or re-extract the affected model")
+
+    def _left_out(self, info: dict) -> DivergentError | None:
+        """The error for an array file a partial copy of the store holds no copy of (None otherwise)."""
+        import json
+
+        from .layout import PARTIAL
+
+        try:
+            part = json.loads((self.root / PARTIAL).read_text())
+        except (OSError, ValueError):
+            return None
+        for model, entry in self._m["models"].items():
+            for split, se in entry["splits"].items():
+                if any(a.get("path") == info.get("path") for a in se["arrays"].values()):
+                    if model in part.get("models", ()) and part.get("split") in (None, split):
+                        return None
+                    what = f"model {model!r}" + (f" on split {split!r}" if model in part.get("models", ()) else "")
+                    held = ", ".join(repr(m) for m in part.get("models", ())) or "no model"
+                    on = f" on split {part['split']!r}" if part.get("split") else ""
+                    return DivergentError(f"{what} is not in this copy of the store at {self.root}: it holds the "
+                                          f"arrays of {held}{on} only ({part.get('why', 'a partial copy')})",
+                                          part.get("fix") or "read the whole store")
+        return None
 
     def _path_of(self, info: dict) -> Path:
         rel = str(info.get("path", ""))

@@ -173,14 +173,20 @@ class RayExecutor:
         self._remote = self.ray.remote(ray_cluster.run_on_node)
         self._refs: dict = {}
         self._bundles: dict = {}
-        self._store_bundle: tuple = ((), None)
+        self._store_bundle: tuple = ((), None, {})
+        self._subsets: dict[tuple, list] = {}       # store_key of a subset -> [ref, sizes, units in flight]
+        self._lock = threading.Lock()
+        #: unit id -> the store files shipped to it ({"store/<path>": size in bytes}; none with shared_fs)
+        self.shipped: dict[str, dict[str, int]] = {}
         for line in self.cluster.describe().splitlines():
             (echo or _log().info)(line)
         if not self.shared_fs:
             _log().info("ray: shared_fs = false: units get their inputs and return their outputs through Ray")
 
     # -- what a unit reads, as object-store references (one put per dependency and store state)
-    def _inputs(self, call: UnitCall, roots: dict[str, str]) -> list:
+    def _inputs(self, call: UnitCall, roots: dict[str, str], held: list) -> list:
+        """The object-store references of what the unit reads; `held` gets the keys of the store
+        subsets it holds (released by :meth:`_release` when it ends)."""
         from .cache import UnitCache
         from .._files import canonical_json_sha256
 
@@ -204,8 +210,21 @@ class RayExecutor:
         if "store" in reads:
             skey = rc.store_key(store)
             if self._store_bundle[0] != skey or self._store_bundle[1] is None:
-                self._store_bundle = (skey, self.ray.put(rc.store_files(store)))
+                files = rc.store_files(store)
+                self._store_bundle = (skey, self.ray.put(files), _sizes(files))
             refs.append(self._store_bundle[1])
+            self.shipped[ctx.unit] = self._store_bundle[2]
+        elif "store-models" in reads:   # the store's metadata and the arrays of the models it names
+            models, split = registry.store_reads(call.params)
+            skey = rc.store_key(store, models, split)
+            with self._lock:
+                if skey not in self._subsets:
+                    files = rc.store_files(store, models, split)
+                    self._subsets[skey] = [self.ray.put(files), _sizes(files), 0]
+                self._subsets[skey][2] += 1   # units in flight with it (dropped when none is left)
+                held.append(skey)
+                refs.append(self._subsets[skey][0])
+                self.shipped[ctx.unit] = self._subsets[skey][1]
         if "records" in reads:
             refs.append(self.ray.put(rc.record_files(out)))
         return refs
@@ -223,13 +242,18 @@ class RayExecutor:
                 "add a bigger node, or lower the unit's Resources(memory_mb=...) estimate"))
             return fut
         roots = {"out": str(Path(call.ctx.out)), "store": str(Path(call.ctx.store))}
-        bundles = [] if self.shared_fs else self._inputs(call, roots)
+        held: list = []
+        bundles = [] if self.shared_fs else self._inputs(call, roots, held)
+        if call.ctx.unit in self.shipped:
+            got = self.shipped[call.ctx.unit]
+            _log().info("ray: %s is shipped %d store file(s), %.1f MB", call.ctx.unit, len(got), sum(got.values()) / 1e6)
         ref = self._remote.options(**options).remote(call, self.shared_fs, roots, *bundles)
         self._refs[ref] = call.ctx.unit
         ray_future = ref.future()
 
         def done(rf) -> None:
             self._refs.pop(ref, None)
+            self._release(held)
             try:
                 out = rf.result()
                 if "error" in out:
@@ -244,6 +268,15 @@ class RayExecutor:
         ray_future.add_done_callback(done)
         return fut
 
+    def _release(self, keys: list) -> None:
+        """A unit ended: drop the store subsets no unit in flight reads (Ray keeps what a retry needs)."""
+        with self._lock:
+            for k in keys:
+                if k in self._subsets:
+                    self._subsets[k][2] -= 1
+                    if self._subsets[k][2] <= 0:
+                        del self._subsets[k]
+
     def shutdown(self, wait: bool = True) -> None:
         if not wait:
             for ref in list(self._refs):
@@ -252,7 +285,8 @@ class RayExecutor:
                 except Exception:  # noqa: BLE001 - best effort on an interrupted run
                     pass
         self._bundles.clear()
-        self._store_bundle = ((), None)
+        self._subsets.clear()
+        self._store_bundle = ((), None, {})
         self.cluster.shutdown()
 
 
@@ -262,6 +296,11 @@ def _log():
     from .progress import LOG_NAME
 
     return logging.getLogger(LOG_NAME)
+
+
+def _sizes(files: dict[str, bytes]) -> dict[str, int]:
+    """{"store/<path>": size in bytes} of a bundle of shipped files."""
+    return {k: len(v) for k, v in files.items()}
 
 
 def _paths_in(obj) -> list[str]:

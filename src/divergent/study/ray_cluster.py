@@ -15,8 +15,9 @@ study config, then the ``RAY_ADDRESS`` environment variable; with none, a local 
 
 Without a shared filesystem (``[run] shared_fs = false``, the default) a unit runs in a scratch
 directory on its node: the driver ships what it reads (its dependencies' output files; the
-committed store and the study's records when its :class:`~divergent.study.units.Resources` say it
-reads them) through the object store, and the unit's new files come back through Ray, to be
+committed store, or the part of it some models need (``store-models``: :func:`store_paths`), and
+the study's records when its :class:`~divergent.study.units.Resources` say it reads them)
+through the object store, and the unit's new files come back through Ray, to be
 written under the output directory by the driver, which stays the store's one writer. Datasets
 and model weights are never shipped: every node must reach them under the same path.
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._files import is_temp_name
 from ..errors import DivergentError, require
 
 #: Ray's switch that keeps a local Ray on the loopback address (Ray otherwise binds and advertises
@@ -261,6 +263,7 @@ def run_on_node(call, shared_fs: bool, roots: dict[str, str], *bundles: dict[str
     holding the shipped `bundles` ({"TAG/relative path": bytes}, TAG one of `roots`), and every file
     it creates or changes there comes back as bytes, keyed the same way.
     """
+    from ..store.layout import VERDICTS
     from .executors import run_unit_call
 
     if shared_fs:
@@ -294,9 +297,11 @@ def run_on_node(call, shared_fs: bool, roots: dict[str, str], *bundles: dict[str
         except Exception as exc:  # noqa: BLE001 - reported to the driver as data
             return {"error": _error(call, exc)}
         files = {}
+        # never the node's hash verdicts: they name this node's inodes, and would replace the driver's
+        mine = {local["store"] / VERDICTS} if "store" in local else set()
         for tag, root in local.items():
             for p in sorted(root.rglob("*")):
-                if p.is_file() and before.get(p) != (p.stat().st_size, p.stat().st_mtime_ns):
+                if p.is_file() and p not in mine and before.get(p) != (p.stat().st_size, p.stat().st_mtime_ns):
                     files[f"{tag}/{p.relative_to(root).as_posix()}"] = p.read_bytes()
         return {"result": _remap(result, back), "files": files, "node": _node_id()}
     finally:
@@ -307,8 +312,6 @@ def run_on_node(call, shared_fs: bool, roots: dict[str, str], *bundles: dict[str
 
 def tree_files(root: Path, tag: str, base: Path | None = None, skip=None) -> dict[str, bytes]:
     """{"TAG/path relative to base": bytes} of the files under root (a file or a directory)."""
-    from .._files import is_temp_name
-
     root, base = Path(root), Path(base if base is not None else root)
     paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     out = {}
@@ -320,26 +323,57 @@ def tree_files(root: Path, tag: str, base: Path | None = None, skip=None) -> dic
     return out
 
 
-def store_files(store: Path) -> dict[str, bytes]:
-    """The committed store (no staged entries, lock or temporaries)."""
-    from ..store.layout import LOCK, STAGING
+def store_paths(store: Path, models: list[str] | None = None, split: str | None = None) -> list[str]:
+    """The committed store's files a unit reads, as paths relative to the store: the whole store
+    (every file but staged entries, the lock, temporaries and the per-machine hash verdicts), or,
+    with `models` (a unit that reads ``store-models``: units.store_reads), its metadata (the
+    manifest; every split's labels and ids) and the arrays of those of `models` in the manifest,
+    on `split` only when it is given. Derived results (STORE/cache) are left out of the subset:
+    a unit computes what it needs, and what it caches comes back with its other files."""
+    from ..store import manifest as M
+    from ..store.layout import LOCK, MANIFEST, PARTIAL, STAGING, VERDICTS
 
     store = Path(store)
     if not store.exists():
-        return {}
-    return tree_files(store, "store", skip=lambda rel: rel.parts[0] in (STAGING, LOCK))
+        return []
+    if models is None:   # the whole store: every file but the driver's own
+        return [rel.as_posix() for rel in sorted(p.relative_to(store) for p in store.rglob("*") if p.is_file())
+                if rel.parts[0] not in (STAGING, LOCK, PARTIAL) and rel.as_posix() != VERDICTS
+                and not is_temp_name(rel.name)]
+    if not (store / MANIFEST).exists():
+        return []
+    m, _ = M.read(store)
+    wanted = set(models)
+    subset = {**m, "models": {name: {**e, "splits": {s: se for s, se in e["splits"].items() if split in (None, s)}}
+                              for name, e in m["models"].items() if name in wanted}}
+    return sorted(rel for rel in M.live_paths(subset) | {MANIFEST} if (store / rel).is_file())
 
 
-def store_key(store: Path) -> tuple:
-    """Changes whenever a file of the committed store does (names, sizes, times)."""
-    from ..store.layout import LOCK, STAGING
-
+def store_files(store: Path, models: list[str] | None = None, split: str | None = None) -> dict[str, bytes]:
+    """{"store/<path>": bytes} of :func:`store_paths` (the committed store, or the part of it that
+    `models` on `split` need, with a PARTIAL note saying what the copy holds)."""
     store = Path(store)
-    if not store.exists():
-        return ()
-    return tuple(sorted((str(p.relative_to(store)), p.stat().st_size, p.stat().st_mtime_ns)
-                        for p in store.rglob("*") if p.is_file()
-                        and p.relative_to(store).parts[0] not in (STAGING, LOCK)))
+    files = {f"store/{rel}": (store / rel).read_bytes() for rel in store_paths(store, models, split)}
+    if models is not None and files:
+        import json
+
+        from ..store.layout import PARTIAL
+
+        files[f"store/{PARTIAL}"] = json.dumps({
+            "models": list(models), "split": split,
+            "why": "the unit declares Resources(reads=(\"store-models\",)): it reads the models its parameters "
+                   "model, base and models name, on its split",
+            "fix": "name every model the unit reads in those parameters, or declare reads=(\"store\",) "
+                   "(the whole store; docs/study.md, 'Ray')"}).encode()
+    return files
+
+
+def store_key(store: Path, models: list[str] | None = None, split: str | None = None) -> tuple:
+    """Changes whenever a file of :func:`store_paths` does (names, sizes, times)."""
+    store = Path(store)
+    head = () if models is None else (tuple(models), split)
+    return head + tuple((rel, (store / rel).stat().st_size, (store / rel).stat().st_mtime_ns)
+                        for rel in store_paths(store, models, split))
 
 
 def record_files(out: Path) -> dict[str, bytes]:

@@ -162,7 +162,7 @@ def extract_unit(ctx, *, model: str, dataset: str, options: dict, head: str, inp
 
 
 @unit(name="head", version=1, depends=("divergent.probes",),
-      resources=Resources(gpu=True, memory_mb=2048))
+      resources=Resources(gpu=True, memory_mb=2048, reads=("store-models",)))
 def head_unit(ctx, *, model: str, grid: list | None = None, seed: int = 0) -> dict:
     """Fit a linear head (probes.fit_head) on a private copy of the model's embeddings; stage logits."""
     from ..store import Store, stage_entry
@@ -253,7 +253,7 @@ def pairs_inputs_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
 
 @unit(name="pairs-block", version=1, depends=("divergent.analyses.pairs", "divergent.analyses._select",
                                              "divergent.metrics", "divergent.engine"),
-      resources=Resources(memory_mb=2048))
+      resources=Resources(memory_mb=2048, reads=("store-models",)))
 def pairs_block_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
     """One block of the pairs stage: the outcome-code counts of the base against each of `models`
     (those in the store; analyses.pairs.pair_counts) and their rows of the model table. The

@@ -45,8 +45,37 @@ UPDATE_COMMAND = "python scripts/unit_versions.py --update-table tests/study/uni
 
 
 #: what a unit may read from the study's output directory besides its dependencies' outputs:
-#: "store" (the committed prediction store) and "records" (the finished units' records)
-READS = ("store", "records")
+#: "store" (the committed prediction store), "store-models" (the part of it that some models'
+#: reads need: see :func:`store_reads`) and "records" (the finished units' records)
+READS = ("store", "store-models", "records")
+#: the parameters that name the models a "store-models" unit reads: a name each, or a list of names
+MODEL_PARAMS = ("model", "base", "models")
+#: the parameter that names the one split whose arrays a "store-models" unit reads
+SPLIT_PARAM = "split"
+
+
+def store_reads(params: dict) -> tuple[list[str], str | None]:
+    """What a unit with ``reads=("store-models",)`` reads of the store, from its parameters:
+    (the models named by its `model`, `base` (a name each) and `models` (a list of names)
+    parameters, in that order; the split named by its `split` parameter, None when it has none).
+
+    Such a unit reads the store's metadata (its manifest: cards, calibration, every split's class
+    names; every split's labels and ids) and the arrays of those models only: on that split, or
+    on every split when it has no `split` parameter. On a node without the driver's disk it is
+    shipped exactly that; reading another model's arrays there is an error naming the model."""
+    names: list[str] = []
+    for key in MODEL_PARAMS:
+        v = params.get(key)
+        for m in ([] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]):
+            if not isinstance(m, str):
+                raise DivergentError(f"unit parameter {key}={v!r} does not name models",
+                                     "give a model name, or a list of model names")
+            if m not in names:
+                names.append(m)
+    split = params.get(SPLIT_PARAM)
+    if split is not None and not isinstance(split, str):
+        raise DivergentError(f"unit parameter {SPLIT_PARAM}={split!r} does not name a split", "give a split name")
+    return names, split
 
 
 @dataclass(frozen=True)
@@ -58,7 +87,9 @@ class Resources:
     ``cuda``, none otherwise. ``memory_mb`` is an estimate of its peak memory (Ray reserves it on the
     node it picks). ``reads`` names what it opens under the study's output directory besides its
     dependencies' outputs (:data:`READS`); a unit on a node without the driver's disk gets exactly
-    that shipped to it."""
+    that shipped to it. A unit that reads a few models of the store declares "store-models" instead
+    of "store": it then gets the store's metadata and the arrays of the models its parameters name
+    (:func:`store_reads`), not the whole store."""
 
     cpus: float = 1.0
     gpu: bool = False
@@ -73,6 +104,9 @@ class Resources:
         bad = [r for r in self.reads if r not in READS]
         if bad:
             raise DivergentError(f"unit resources: reads={self.reads!r}", f"name only {', '.join(READS)}")
+        if "store" in self.reads and "store-models" in self.reads:
+            raise DivergentError(f"unit resources: reads={self.reads!r} names the whole store and some of its models",
+                                 "keep one: \"store\" (every model) or \"store-models\" (the models its parameters name)")
 
     def gpus(self, device: str) -> int:
         """GPUs to reserve on the study's device."""
@@ -109,6 +143,12 @@ def unit(*, name: str, version: int, depends: tuple[str, ...] = (), resources: R
                              "give divergent.study.units.Resources(cpus=..., gpu=..., memory_mb=...)")
 
     def register(fn: Callable) -> Callable:
+        if "store-models" in resources.reads:
+            import inspect
+
+            if not set(MODEL_PARAMS) & set(inspect.signature(fn).parameters):
+                raise DivergentError(f"unit {name!r} reads \"store-models\" but has no parameter that names models",
+                                     f"give it one of the parameters {', '.join(MODEL_PARAMS)}, or read \"store\"")
         spec = UnitSpec(name, version, fn.__module__, fn.__name__, depends, resources)
         old = REGISTRY.get(name)
         if old is not None and (old.module, old.function) != (spec.module, spec.function):
