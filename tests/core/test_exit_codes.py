@@ -162,6 +162,7 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
 
     monkeypatch.setattr(info, "callback", interrupted)
     assert main(["study", "presets"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
 
 
 def test_sigterm_exits_143_like_an_interrupt_and_the_handler_is_restored(monkeypatch, capsys):

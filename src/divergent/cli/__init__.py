@@ -90,11 +90,8 @@ def _internal_error(exc: BaseException) -> int:
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
-    """Ctrl-C or SIGTERM outside typer's own handling (which exits 130 quietly); main() tells them apart."""
-    if not isinstance(exc, Terminated):
-        from ._output import print_error
-
-        print_error("interrupted", None)
+    """Ctrl-C or SIGTERM, wherever it was caught (typer turns one inside a command into exit code 130
+    itself); main() says which it was."""
     return EXIT_INTERRUPTED
 
 
@@ -106,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     _terminated.clear()
     try:
         code = _main(argv)
-        if code == EXIT_INTERRUPTED and _terminated.is_set():
+        if code == EXIT_INTERRUPTED:
             from ._output import print_error
 
-            print_error("terminated (SIGTERM)", "finished work is kept: rerun the same command to resume")
-            return EXIT_TERMINATED
+            if _terminated.is_set():
+                print_error("terminated (SIGTERM)", "finished work is kept: rerun the same command to resume")
+                return EXIT_TERMINATED
+            print_error("interrupted", None)
         return code
     finally:
         if in_main:
