@@ -120,17 +120,11 @@ class LocalExecutor:
         import multiprocessing as mp
 
         self.workers = max(1, int(workers))
-        # one BLAS thread per worker, as Ray gives a task of one CPU: numpy's OpenBLAS reads it when
-        # it loads (before any unit runs), and its thread count changes the last bits of the results
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
                                          initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def submit(self, call: UnitCall) -> Future:
         return self._pool.submit(run_unit_call, call)
-
-    def worker_pids(self) -> list[int]:
-        return [p.pid for p in list((self._pool._processes or {}).values())]
 
     def shutdown(self, wait: bool = True) -> None:
         """wait=True: finish the running units; wait=False (interrupted): stop them now."""
