@@ -35,6 +35,8 @@ _terminated = threading.Event()
 def _on_sigterm(signum, frame):
     _terminated.set()   # typer turns the exception into exit code 130: this says it was SIGTERM
     raise Terminated("SIGTERM")
+
+
 _registered = False
 
 
@@ -89,12 +91,6 @@ def _internal_error(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
-def _interrupted(exc: KeyboardInterrupt) -> int:
-    """Ctrl-C or SIGTERM, wherever it was caught (typer turns one inside a command into exit code 130
-    itself); main() says which it was."""
-    return EXIT_INTERRUPTED
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (0 ok, 2 user error, 1 internal error, 130/143
     interrupted/terminated). SIGTERM is handled like Ctrl-C while the command runs."""
@@ -128,15 +124,15 @@ def _main(argv: list[str] | None) -> int:
     except SystemExit as exc:  # a command's own exit code
         code = exc.code
         return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USER)
-    except KeyboardInterrupt as exc:
-        return _interrupted(exc)
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM (typer turns one inside a command into 130 itself);
+        return EXIT_INTERRUPTED  # main() says which it was
     except Exception as exc:  # noqa: BLE001 - the one place that turns any exception into an exit code
         if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
             return _usage_error(exc)  # click UsageError / BadParameter / ClickException
         if type(exc).__name__ == "Abort" and isinstance(exc.__cause__, BaseException):
             exc = exc.__cause__  # click turns an EOFError or a KeyboardInterrupt inside a command into Abort
         if isinstance(exc, KeyboardInterrupt):
-            return _interrupted(exc)
+            return EXIT_INTERRUPTED
         return _internal_error(exc)
     # standalone_mode=False hands back a command's return value, or the code of typer.Exit(code)
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK
