@@ -95,6 +95,9 @@ def test_blocks_give_the_one_unit_tables_exactly(tmp_path, one_unit, block):
     assert pt.attrs["n_boot"] == pt1.attrs["n_boot"] == 60 and pt.attrs["base"] == "m0"
     assert r["accuracy"] == r1["accuracy"] and r["base"] == r1["base"] == "m0"
     assert np.isfinite(pt.filter(like="_lo").to_numpy()).any()   # intervals were drawn
+    # the base is prepared once (pairs-base) and every block uses its summaries
+    assert "pairs-base" in s.ran
+    assert all(s.results[f"pairs-block:{k}"]["base_summary_reused"] for k in range(n_blocks))
 
 
 def test_a_changed_model_reruns_its_block_and_the_merge_only(tmp_path, tmp_path_factory):
@@ -111,10 +114,44 @@ def test_a_changed_model_reruns_its_block_and_the_merge_only(tmp_path, tmp_path_
     assert sorted(u for u in s.cached if u.startswith("pairs-block:")) == ["pairs-block:0", "pairs-block:1",
                                                                           "pairs-block:3"]
     assert "pairs" in s.ran
+    assert "pairs-base" in s.cached   # the base did not change: its summaries are not computed again
     # what the cached blocks kept plus the recomputed block is the one-unit table of the changed zoo
     _, pt1, mt1, _ = _run(tmp_path_factory.mktemp("one-changed"), None, {"m5": 2.5})
     pd.testing.assert_frame_equal(pt, pt1, check_exact=True)
     pd.testing.assert_frame_equal(mt, mt1, check_exact=True)
+
+
+def test_base_summaries_that_do_not_match_are_not_used(tmp_path, one_unit):
+    """pair_counts uses given summaries only when they were computed from what it reads (score kind,
+    content hash, temperature), and a block ignores a summary file whose sha256 differs from the
+    one recorded: either way the base is prepared anew and the counts are those of a plain run."""
+    from divergent.analyses.pairs import model_summary, pair_counts
+    from divergent.study.stages import _base_summary
+
+    _run(tmp_path, 3)
+    store = tmp_path / "store"
+    plain = pair_counts(store, split="test", base="m0", models=MODELS[:3], cache=False)
+    key, summ = model_summary(store, split="test", model="m0")
+    good = pair_counts(store, split="test", base="m0", models=MODELS[:3], cache=False, prepared={"m0": (key, summ)})
+    assert good.attrs["summaries_reused"] == ["m0"]
+    pd.testing.assert_frame_equal(good, plain, check_exact=True)
+    stale = {**key, "temperature": repr(float(key["temperature"]) * 2)}
+    wrong = {k: v.copy() for k, v in summ.items()}
+    wrong["pred"][:] = 0   # summaries of another model: must not be used under a stale key
+    got = pair_counts(store, split="test", base="m0", models=MODELS[:3], cache=False, prepared={"m0": (stale, wrong)})
+    assert got.attrs["summaries_reused"] == []
+    pd.testing.assert_frame_equal(got, plain, check_exact=True)
+
+    f = tmp_path / "summary.npz"
+    np.savez(f, **summ)
+    from divergent._files import sha256_file
+
+    class Ctx:
+        deps = {"pairs-base": {"summary": str(f), "sha256": sha256_file(f), "key": key}}
+
+    assert set(_base_summary(Ctx, "m0")) == {"m0"}
+    f.write_bytes(f.read_bytes()[:-8] + b"\0" * 8)   # a damaged file: not used
+    assert _base_summary(Ctx, "m0") == {}
 
 
 def test_pairs_block_below_one_is_refused(tmp_path):

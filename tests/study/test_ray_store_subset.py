@@ -154,6 +154,9 @@ def test_each_block_is_shipped_its_models_only_and_the_tables_equal_inline(on_ra
         got = ex.shipped[f"pairs-block:{k}"]
         assert {f.partition("/")[2] for f in got} == expected(store, ["m0", *block], "test") | {".partial.json"}
         assert sum(got.values()) < whole / 2
+        assert s.results[f"pairs-block:{k}"]["base_summary_reused"]   # the base's summaries came from pairs-base
+    # the base is prepared once, by pairs-base, shipped the base's arrays only
+    assert {f.partition("/")[2] for f in ex.shipped["pairs-base"]} == expected(store, ["m0"], "test") | {".partial.json"}
     assert cluster.opened_under(out) == []   # nothing read the driver's directory in place
     # the driver's hash verdicts are its own: a node's (its inodes, its part) never replace them
     from divergent.store.verdicts import file_sig

@@ -56,7 +56,8 @@ class _Codes:
     """Computes (or loads cached) per-example outcome codes for pairs of one split."""
 
     def __init__(self, store: Store, split: str, names: list[str], temps: dict[str, float], *,
-                 cache: bool = True, progress: bool = False, runner=None, block: int | None = None):
+                 cache: bool = True, progress: bool = False, runner=None, block: int | None = None,
+                 prepared: dict | None = None):
         self.store, self.split, self.temps, self.cache, self.progress = store, split, temps, cache, progress
         self.runner, self.block = runner, block  # a runner: code counts in blocks of models on it
         self.blocks = None  # what the last run in blocks did (divergent.engine.distributed.PairCounts)
@@ -66,6 +67,22 @@ class _Codes:
         self.cached = store.derived_cache("pairs", split)
         self.n_fallback = 0
         self.n_gather = 0
+        self.reused: list[str] = []   # models whose summaries came from `prepared`
+        for m, (key, summ) in (prepared or {}).items():
+            self._reuse(m, key, summ)
+
+    def _reuse(self, m: str, key: dict, summ: dict) -> None:
+        """Use a model's summaries computed elsewhere (model_summary) when they were computed from
+        exactly what this run reads (score kind, content hash, temperature); else prepare anew."""
+        from ..engine import ModelSource
+        from ..engine.distributed import attach
+
+        n = len(self.labels)
+        if m not in self.prob_models or key != self._deps(m, m)["a"] or np.shape(summ.get("pred")) != (n,):
+            return
+        src = ModelSource(self.store.array(m, self.split, self.kind(m)), self.temps[m], self.kind(m), m)
+        self._prepared[m] = attach(summ, src, self.labels)
+        self.reused.append(m)
 
     def kind(self, m: str) -> str:
         return "logits" if self.store.has(m, self.split, "logits") else "probs"
@@ -201,9 +218,14 @@ COUNT_COLUMNS = [f"count_{c}" for c in range(16)]
 
 def pair_counts(store, *, split: str = TEST, base: str | None = None, models=None, acc_band=None,
                 calibrated: bool = True, categories: dict | None = None, include_self: bool = False,
-                cache: bool = True, progress: bool = False, runner=None, block: int | None = None) -> pd.DataFrame:
+                cache: bool = True, progress: bool = False, runner=None, block: int | None = None,
+                prepared: dict | None = None) -> pd.DataFrame:
     """The pairs of :func:`pairs` with their outcome-code counts, before any bootstrap: one row per
     pair (model_a, model_b, category, decision_only, temperature_a, temperature_b, COUNT_COLUMNS).
+
+    `prepared` ({model: (key, summaries)} of :func:`model_summary`) gives models' engine summaries
+    computed once elsewhere (the study's base, shared by every block); one whose key differs from
+    what this call reads (another content hash or temperature) is prepared anew.
 
     Every row depends on its own pair only, so the counts tables of disjoint sets of models
     against one base, concatenated in the order of the whole, are the whole's counts table (the
@@ -227,7 +249,8 @@ def pair_counts(store, *, split: str = TEST, base: str | None = None, models=Non
         plist = [(base, base)] + plist
     if not plist:
         raise DivergentError("fewer than two models to compare", "add models, widen --acc-band, or check names")
-    engine = _Codes(store, split, names, temps, cache=cache, progress=progress, runner=runner, block=block)
+    engine = _Codes(store, split, names, temps, cache=cache, progress=progress, runner=runner, block=block,
+                    prepared=prepared)
     counts = engine.counts(plist)
     cards = {m: store.card(m) for m in names}
     df = pd.DataFrame({"model_a": [a for a, _ in plist], "model_b": [b for _, b in plist],
@@ -240,7 +263,27 @@ def pair_counts(store, *, split: str = TEST, base: str | None = None, models=Non
                      "engine_fallback_examples": engine.n_fallback, "engine_gathered_examples": engine.n_gather})
     if getattr(engine, "blocks", None) is not None:
         df.attrs.update({"blocks": engine.blocks.blocks, "blocks_computed": engine.blocks.computed})
+    if prepared:
+        df.attrs["summaries_reused"] = list(engine.reused)
     return df
+
+
+def model_summary(store, *, split: str, model: str, calibrated: bool = True) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """One model's engine summaries on `split` (divergent.engine.prepare at its temperature) and the
+    key they were computed from (score kind, content hash, temperature), for
+    :func:`pair_counts`'s `prepared`; None for a model without scores (decision-only)."""
+    from ..engine import ModelSource, prepare
+    from ..engine.distributed import summary
+
+    store = as_store(store)
+    resolve_models(store, [model], split=split, need="pred")
+    if not store.has_scores(model, split):
+        return None
+    _check_inputs(store, [model], split)
+    temps = temperatures(store, [model], calibrated=calibrated, split=split)
+    codes = _Codes(store, split, [model], temps, cache=False)
+    src = ModelSource(store.array(model, split, codes.kind(model)), temps[model], codes.kind(model), model)
+    return codes._deps(model, model)["a"], summary(prepare(src, codes.labels))
 
 
 def pairs_from_counts(table: pd.DataFrame, *, n_boot: int = N_BOOT, level: float = CI_LEVEL,

@@ -255,19 +255,26 @@ def pairs_blocks(base: str, names: list[str], block: int) -> list[list[str]]:
 
 
 def _add_pairs(g: Graph, base: str, split: str, n_boot: int, seed: int, names: list[str], block: int) -> None:
-    """The pairs stage: per block k of `run.pairs_block` models, `pairs-inputs:<k>` (in the runner's
-    process: the block's content hashes, temperatures and cards from the store's manifest) and
-    `pairs-block:<k>` (the base against the block's models: code counts and model-table rows), then
-    `pairs` merging them (the bootstrap over every pair at once). A changed model changes the
-    output of its block's inputs unit only, so the other blocks stay cached."""
+    """The pairs stage: `pairs-base` (the base's engine summaries, computed once, after
+    `pairs-inputs:base`: the base's content hash and temperature); per block k of `run.pairs_block`
+    models, `pairs-inputs:<k>` (in the runner's process: the block's content hashes, temperatures
+    and cards from the store's manifest) and `pairs-block:<k>` (the base against the block's models:
+    code counts and model-table rows, with the base's summaries), then `pairs` merging them (the
+    bootstrap over every pair at once). A changed model changes the output of its block's inputs
+    unit only, so the other blocks stay cached."""
     blocks = pairs_blocks(base, names, block)
     # every inputs unit before the blocks: a unit in the runner's process waits until no unit is
     # running, so inputs units between the blocks would run the blocks one at a time
+    g.add(Unit("pairs-inputs:base", "pairs", S.pairs_inputs_unit, dict(base=base, split=split, models=[]),
+               deps=("calibrate",), main=True, cost=0.02))
     for k, models in enumerate(blocks):
         g.add(Unit(f"pairs-inputs:{k}", "pairs", S.pairs_inputs_unit, dict(base=base, split=split, models=models),
                    deps=("calibrate",), main=True, cost=0.02))
+    g.add(Unit("pairs-base", "pairs", S.pairs_base_unit, dict(base=base, split=split), deps=("pairs-inputs:base",),
+               cost=0.4 / (len(names) or 1)))
     ids = [g.add(Unit(f"pairs-block:{k}", "pairs", S.pairs_block_unit, dict(base=base, split=split, models=models),
-                      deps=(f"pairs-inputs:{k}",), cost=0.4 / len(blocks))).id for k, models in enumerate(blocks)]
+                      deps=(f"pairs-inputs:{k}", "pairs-base"), cost=0.4 / len(blocks))).id
+           for k, models in enumerate(blocks)]
     g.add(Unit("pairs", "pairs", S.pairs_merge_unit, dict(base=base, split=split, n_boot=n_boot, seed=seed),
                deps=tuple(ids), cost=0.1))
 

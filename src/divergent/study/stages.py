@@ -251,13 +251,44 @@ def pairs_inputs_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
     return {"inputs": counts_inputs(ctx.store, split=split, models=[base, *models])}
 
 
-@unit(name="pairs-block", version=1, depends=("divergent.analyses.pairs", "divergent.analyses._select",
+@unit(name="pairs-base", version=1, depends=("divergent.analyses.pairs", "divergent.analyses._select",
+                                            "divergent.engine"),
+      resources=Resources(memory_mb=2048, reads=("store-models",)))
+def pairs_base_unit(ctx, *, base: str, split: str) -> dict:
+    """The base's engine summaries on `split` (analyses.pairs.model_summary), computed once for the
+    whole pairs stage and handed to every block (on Ray: shipped as this unit's output file)."""
+    from .._files import sha256_file
+    from ..analyses.pairs import model_summary
+
+    got = model_summary(ctx.store, split=split, model=base)
+    if got is None:   # a decision-only base: nothing to prepare
+        return {"summary": None}
+    key, summ = got
+    p = Path(ctx.work) / "summary.npz"
+    np.savez(p, **summ)
+    return {"summary": str(p), "sha256": sha256_file(p), "key": key}
+
+
+def _base_summary(ctx, base: str) -> dict:
+    """`prepared` for pair_counts from the pairs-base unit's output ({} without one, or when its
+    file does not match its recorded sha256: the block then prepares the base itself)."""
+    from .._files import sha256_file
+
+    r = ctx.deps.get("pairs-base") or {}
+    if not r.get("summary") or not Path(r["summary"]).exists() or sha256_file(Path(r["summary"])) != r.get("sha256"):
+        return {}
+    with np.load(r["summary"], allow_pickle=False) as z:
+        return {base: (r["key"], {k: z[k] for k in z.files})}
+
+
+@unit(name="pairs-block", version=2, depends=("divergent.analyses.pairs", "divergent.analyses._select",
                                              "divergent.metrics", "divergent.engine"),
       resources=Resources(memory_mb=2048, reads=("store-models",)))
 def pairs_block_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
     """One block of the pairs stage: the outcome-code counts of the base against each of `models`
-    (those in the store; analyses.pairs.pair_counts) and their rows of the model table. The
-    bootstrap runs on the whole table, in pairs_merge_unit."""
+    (those in the store; analyses.pairs.pair_counts), with the base's summaries from the pairs-base
+    unit (prepared once for every block), and their rows of the model table. The bootstrap runs
+    on the whole table, in pairs_merge_unit."""
     from ..analyses.pairs import model_table, pair_counts, pairs_from_counts
     from ..store import Store
 
@@ -265,13 +296,15 @@ def pairs_block_unit(ctx, *, base: str, split: str, models: list[str]) -> dict:
     block = [m for m in models if m in have and m != base]
     if not block:   # every model of the block failed: the other blocks still make a table
         return {"counts": None, "model_table": None, "models": []}
-    ct = pair_counts(ctx.store, split=split, base=base, models=[base, *block], calibrated=True, progress=False)
+    ct = pair_counts(ctx.store, split=split, base=base, models=[base, *block], calibrated=True, progress=False,
+                     prepared=_base_summary(ctx, base))
+    reused = ct.attrs.pop("summaries_reused", [])
     mt = model_table(ctx.store, split=split, base=base, calibrated=True, models=[base, *block],
                      pairs_table=pairs_from_counts(ct, n_boot=0))
     p1, p2 = Path(ctx.work) / "counts.parquet", Path(ctx.work) / "model_table.parquet"
     ct.to_parquet(p1, index=False)
     mt.to_parquet(p2, index=False)
-    return {"counts": str(p1), "model_table": str(p2), "models": block}
+    return {"counts": str(p1), "model_table": str(p2), "models": block, "base_summary_reused": base in reused}
 
 
 @unit(name="pairs-merge", version=1, depends=("divergent.analyses.pairs", "divergent.metrics"),
