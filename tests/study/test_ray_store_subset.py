@@ -122,6 +122,32 @@ def test_the_part_of_a_store_holds_its_models_only_and_reads_them_as_the_whole(i
     assert store_key(store, ["m0", "m3"], "test") != key
 
 
+def test_large_files_travel_memory_mapped_without_a_copy(tmp_path, inline, monkeypatch):
+    """A file of at least MAP_MIN_BYTES is shipped as a read-only memory map, a plain uint8 array
+    whose pickle (protocol 5, what Ray uses) carries its bytes out of band: Ray copies the pages
+    into the object store and the driver never holds the file in its own memory. The node writes
+    it back byte for byte."""
+    import pickle
+
+    from divergent.study import ray_cluster
+
+    store = inline[0]
+    monkeypatch.setattr(ray_cluster, "MAP_MIN_BYTES", 1)   # every (non-empty) file mapped
+    files = store_files(store, ["m0", "m3"], "test")
+    mapped = {k: v for k, v in files.items() if not isinstance(v, bytes)}
+    assert set(mapped) == {f"store/{p}" for p in expected(store, ["m0", "m3"], "test")}
+    for key, arr in mapped.items():
+        assert type(arr) is np.ndarray and arr.dtype == np.uint8 and not arr.flags.writeable
+        assert bytes(arr) == (store / key.partition("/")[2]).read_bytes()
+        out_of_band = []
+        head = pickle.dumps(arr, protocol=5, buffer_callback=out_of_band.append)
+        assert len(out_of_band) == 1 and len(head) < 1024, key   # the bytes are not in the pickle
+    copy = tmp_path / "node"
+    write_files(files, {"store": str(copy)})
+    np.testing.assert_array_equal(Store.open(copy).array("m3", "test", "logits"),
+                                  Store.open(store).array("m3", "test", "logits"))
+
+
 # ---------------------------------------------------------------- on a local multi-node cluster
 
 @pytest.fixture(scope="module")
@@ -136,7 +162,11 @@ def on_ray(cluster, inline):
             sd = st.split(s)
             w.add_split(s, labels=sd.labels, class_names=list(sd.class_names), ids=sd.ids)
     ex = RayExecutor(address=cluster.address, shared_fs=False)
-    s = run_graph(_graph(2, {}), out, executor=ex, progress=False)
+    from divergent.study import ray_cluster
+
+    with pytest.MonkeyPatch.context() as mp:   # every shipped file memory-mapped, as large ones are
+        mp.setattr(ray_cluster, "MAP_MIN_BYTES", 1)
+        s = run_graph(_graph(2, {}), out, executor=ex, progress=False)
     return s, ex, out
 
 

@@ -292,7 +292,7 @@ def _log():
     return logging.getLogger(LOG_NAME)
 
 
-def _sizes(files: dict[str, bytes]) -> dict[str, int]:
+def _sizes(files: dict) -> dict[str, int]:
     """{"store/<path>": size in bytes} of a bundle of shipped files."""
     return {k: len(v) for k, v in files.items()}
 

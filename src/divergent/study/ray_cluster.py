@@ -43,6 +43,9 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOCAL_OBJECT_STORE_MB = 256
 #: times Ray reruns a unit whose worker process or node died (an error raised by the unit is not retried)
 MAX_RETRIES = 3
+#: shipped files of at least this many bytes travel memory-mapped: Ray copies their pages into the
+#: object store, so the driver never holds a file's bytes in its own memory (smaller files are read)
+MAP_MIN_BYTES = 1 << 20
 #: what the fix of a failure on another node says about inputs that are not shipped
 SAME_PATH = ("datasets and model weights are not shipped to the nodes: each node reads them itself, so they must "
              "exist on every node under the same path (docs/study.md, 'Ray')")
@@ -310,8 +313,21 @@ def run_on_node(call, shared_fs: bool, roots: dict[str, str], *bundles: dict[str
 
 # ---------------------------------------------------------------- on the driver: what a unit reads
 
-def tree_files(root: Path, tag: str, base: Path | None = None, skip=None) -> dict[str, bytes]:
-    """{"TAG/path relative to base": bytes} of the files under root (a file or a directory)."""
+def file_payload(p: Path):
+    """What is shipped of one file: a read-only memory map of a file of at least MAP_MIN_BYTES
+    (a uint8 array: ray.put copies it from the page cache into the object store), else its bytes.
+    Either is written on the node as is (both are bytes-like)."""
+    size = p.stat().st_size
+    if size >= max(1, MAP_MIN_BYTES):
+        import numpy as np
+
+        # a plain ndarray view (a memmap subclass would pickle through a copy of its bytes)
+        return np.memmap(p, dtype=np.uint8, mode="r", shape=(size,)).view(np.ndarray)
+    return p.read_bytes()
+
+
+def tree_files(root: Path, tag: str, base: Path | None = None, skip=None) -> dict:
+    """{"TAG/path relative to base": file_payload} of the files under root (a file or a directory)."""
     root, base = Path(root), Path(base if base is not None else root)
     paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     out = {}
@@ -319,7 +335,7 @@ def tree_files(root: Path, tag: str, base: Path | None = None, skip=None) -> dic
         rel = p.relative_to(base)
         if is_temp_name(p.name) or (skip and skip(rel)):
             continue
-        out[f"{tag}/{rel.as_posix()}"] = p.read_bytes()
+        out[f"{tag}/{rel.as_posix()}"] = file_payload(p)
     return out
 
 
@@ -349,11 +365,11 @@ def store_paths(store: Path, models: list[str] | None = None, split: str | None 
     return sorted(rel for rel in M.live_paths(subset) | {MANIFEST} if (store / rel).is_file())
 
 
-def store_files(store: Path, models: list[str] | None = None, split: str | None = None) -> dict[str, bytes]:
-    """{"store/<path>": bytes} of :func:`store_paths` (the committed store, or the part of it that
+def store_files(store: Path, models: list[str] | None = None, split: str | None = None) -> dict:
+    """{"store/<path>": file_payload} of :func:`store_paths` (the committed store, or the part of it that
     `models` on `split` need, with a PARTIAL note saying what the copy holds)."""
     store = Path(store)
-    files = {f"store/{rel}": (store / rel).read_bytes() for rel in store_paths(store, models, split)}
+    files = {f"store/{rel}": file_payload(store / rel) for rel in store_paths(store, models, split)}
     if models is not None and files:
         import json
 
