@@ -257,3 +257,30 @@ def test_transfer_lambda_in_scientific_notation_and_edge_flagged(tmp_path):
     grid = [1e-2, 1e-3, 1e-4, 1e-5]
     assert [lam_edge(v, grid) for v in (1e-5, 1e-3, 1e-2)] == ["lowest", "", "highest"]
     assert lam_edge(1e-4, [1e-4]) == ""
+
+
+def test_model_tick_labels_are_distinct_and_never_silently_cut():
+    """The CKA heatmap names models by the last part of their names; a long one is shortened in
+    the middle with an ellipsis (both ends kept: '@96px' stays), and two models that share the
+    last part keep their whole names."""
+    from divergent.report.figures_shift import fig_cka
+    from divergent.report.style import model_labels
+
+    names = ["cifar10/cnn-base", "imagenet/efficientnet-lite1@96px", "inat-bird/mobilenet_v2_1.0_224_quant",
+             "inat-insect/mobilenet_v2_1.0_224_quant", "imagenet/mobilenet_v1_1.0_224_embedding"]
+    labs = model_labels(names)
+    assert labs[:2] == ["cnn-base", "efficientnet-lite1@96px"]
+    assert len(set(labs)) == len(names) and all(len(lab) <= 24 for lab in labs)
+    for n, lab in zip(names, labs):
+        head, cut, tail = lab.partition("…")
+        assert n.endswith(tail) and head in n if cut else n.endswith(lab)
+    assert labs[2].startswith("inat-bird/") and labs[3].startswith("inat-insect/")
+    assert model_labels(["a/x", "b/x"]) == ["a/x", "b/x"]
+    alike = ["p/" + "a" * 15 + "-one-" + "z" * 15, "p/" + "a" * 15 + "-two-" + "z" * 15]   # shortened alike
+    assert model_labels(alike) == alike
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    cka = pd.DataFrame({"model_a": [a for a, _ in pairs], "model_b": [b for _, b in pairs],
+                        "category": "dataset", "cka": 0.5})
+    fig = fig_cka(cka)
+    shown = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert sorted(shown) == sorted(labs)

@@ -76,7 +76,7 @@ def fig_cka(cka: pd.DataFrame, base: str | None = None):
         im = ax.imshow(M, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(models)))
         ax.set_yticks(range(len(models)))
-        short = [m.split("/")[-1][:22] for m in models]
+        short = style.model_labels(models)
         ax.set_xticklabels(short, rotation=90, fontsize=6)
         ax.set_yticklabels(short, fontsize=6)
         for lab, m in zip(ax.get_yticklabels(), models):

@@ -68,3 +68,19 @@ METRIC_LABELS = {"accuracy": "top-1 accuracy", "map11": "mAP (VOC 2007 11-point)
 
 def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(str(metric), str(metric))
+
+
+def model_labels(models, width: int = 24) -> list[str]:
+    """Tick labels of models: the last part of each name (the whole name where two share it),
+    longer ones shortened in the middle with an ellipsis so that both ends stay readable
+    ("mobilenet_v1…4_embedding"); never silently cut, and distinct for distinct models."""
+    names = [str(m) for m in models]
+    tails = [n.rsplit("/", 1)[-1] for n in names]
+    out = []
+    for n, t in zip(names, tails):
+        lab = t if tails.count(t) == 1 else n
+        if len(lab) > width:
+            keep = width - 1
+            lab = lab[: (keep + 1) // 2] + "…" + lab[len(lab) - keep // 2 :]
+        out.append(lab)
+    return [n if out.count(lab) > 1 else lab for n, lab in zip(names, out)]   # shortened alike: whole names

@@ -265,7 +265,7 @@ def zoo_columns(ctx, models: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "depth", "width", "subset", "seed", "cost_s", "cost_of"])
 
 
-@unit(name="report", version=2, depends=("divergent.report",),
+@unit(name="report", version=3, depends=("divergent.report",),
       resources=Resources(memory_mb=1024, reads=("store", "records")))
 def report_unit(ctx, *, title: str = "") -> dict:
     from ..report import ReportTables, build_report
