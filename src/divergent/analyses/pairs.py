@@ -24,12 +24,33 @@ ENGINE_VERSION = "1"
 METRIC_COLUMNS = list(METRICS)
 
 
+def _content(store: Store, split: str, m: str, t: float, kind: str) -> dict:
+    return {"kind": kind, "sha256": store.content_hash(m, split, kind), "temperature": repr(float(t))}
+
+
 def pair_deps(store: Store, split: str, a: str, b: str, ta: float, tb: float, kinds: tuple[str, str]) -> dict:
     """Everything the outcome codes of the pair (a, b) depend on: their cache key and check."""
-    return {"engine": ENGINE_VERSION, "split": split,
-            "labels": store.labels_sha256(split),
-            "a": {"kind": kinds[0], "sha256": store.content_hash(a, split, kinds[0]), "temperature": repr(float(ta))},
-            "b": {"kind": kinds[1], "sha256": store.content_hash(b, split, kinds[1]), "temperature": repr(float(tb))}}
+    return {"engine": ENGINE_VERSION, "split": split, "labels": store.labels_sha256(split),
+            "a": _content(store, split, a, ta, kinds[0]), "b": _content(store, split, b, tb, kinds[1])}
+
+
+def score_kind(store: Store, m: str, split: str) -> str:
+    """The scores the engine reads of a model with scores: its logits, else its probabilities."""
+    return "logits" if store.has(m, split, "logits") else "probs"
+
+
+def model_key(store: Store, split: str, m: str, temperature: float) -> dict:
+    """What a model's part of every pair's codes depends on (score kind, content hash,
+    temperature): the key of its engine summaries."""
+    return _content(store, split, m, temperature, score_kind(store, m, split))
+
+
+def model_source(store: Store, split: str, m: str, temperature: float):
+    """The engine's view of a model's scores on `split` at `temperature`."""
+    from ..engine import ModelSource
+
+    kind = score_kind(store, m, split)
+    return ModelSource(store.array(m, split, kind), float(temperature), kind, m)
 
 
 def counts_inputs(store: Store, *, split: str, models: list[str]) -> dict:
@@ -74,18 +95,22 @@ class _Codes:
     def _reuse(self, m: str, key: dict, summ: dict) -> None:
         """Use a model's summaries computed elsewhere (model_summary) when they were computed from
         exactly what this run reads (score kind, content hash, temperature); else prepare anew."""
-        from ..engine import ModelSource
         from ..engine.distributed import attach
 
         n = len(self.labels)
-        if m not in self.prob_models or key != self._deps(m, m)["a"] or np.shape(summ.get("pred")) != (n,):
+        if m not in self.prob_models or key != self.key(m) or np.shape(summ.get("pred")) != (n,):
             return
-        src = ModelSource(self.store.array(m, self.split, self.kind(m)), self.temps[m], self.kind(m), m)
-        self._prepared[m] = attach(summ, src, self.labels)
+        self._prepared[m] = attach(summ, self.source(m), self.labels)
         self.reused.append(m)
 
     def kind(self, m: str) -> str:
-        return "logits" if self.store.has(m, self.split, "logits") else "probs"
+        return score_kind(self.store, m, self.split)
+
+    def key(self, m: str) -> dict:
+        return model_key(self.store, self.split, m, self.temps[m])
+
+    def source(self, m: str):
+        return model_source(self.store, self.split, m, self.temps[m])
 
     def _deps(self, a: str, b: str) -> dict:
         return pair_deps(self.store, self.split, a, b, self.temps[a], self.temps[b], (self.kind(a), self.kind(b)))
@@ -97,11 +122,11 @@ class _Codes:
             check([self.store.split_info(self.split, "labels")] + [self.store.info(m, self.split, self.kind(m)) for m in models])
 
     def _prepare(self, names: list[str]):
-        from ..engine import ModelSource, prepare_many
+        from ..engine import prepare_many
 
         todo = [m for m in names if m not in self._prepared]
         if todo:
-            srcs = [ModelSource(self.store.array(m, self.split, self.kind(m)), self.temps[m], self.kind(m), m) for m in todo]
+            srcs = [self.source(m) for m in todo]
             for m, p in zip(todo, prepare_many(srcs, self.labels, progress=self.progress)):
                 self._prepared[m] = p
 
@@ -148,14 +173,13 @@ class _Codes:
         if self.runner is None or not scored:
             codes = self.codes(pairs)
             return np.stack([code_counts(codes[ab]) for ab in pairs])
-        from ..engine import ModelSource
         from ..engine.distributed import DEFAULT_BLOCK, pair_counts
 
         self.check_inputs(sorted({m for ab in scored for m in ab}))
         need = [m for m in self.prob_models if any(m in ab for ab in scored)]
         idx = {m: i for i, m in enumerate(need)}
-        srcs = [ModelSource(self.store.array(m, self.split, self.kind(m)), self.temps[m], self.kind(m), m) for m in need]
-        keys = [self._deps(m, m)["a"] for m in need]  # each model's content: kind, sha256, temperature
+        srcs = [self.source(m) for m in need]
+        keys = [self.key(m) for m in need]  # each model's content: kind, sha256, temperature
         blocks = self.store.derived_cache("pair-blocks", self.split) if self.cache else None
         res = pair_counts(srcs, self.labels, [(idx[a], idx[b]) for a, b in scored], size=self.block or DEFAULT_BLOCK,
                           runner=self.runner, cache=blocks, model_keys=keys,
@@ -272,7 +296,7 @@ def model_summary(store, *, split: str, model: str, calibrated: bool = True) -> 
     """One model's engine summaries on `split` (divergent.engine.prepare at its temperature) and the
     key they were computed from (score kind, content hash, temperature), for
     :func:`pair_counts`'s `prepared`; None for a model without scores (decision-only)."""
-    from ..engine import ModelSource, prepare
+    from ..engine import prepare
     from ..engine.distributed import summary
 
     store = as_store(store)
@@ -280,10 +304,9 @@ def model_summary(store, *, split: str, model: str, calibrated: bool = True) -> 
     if not store.has_scores(model, split):
         return None
     _check_inputs(store, [model], split)
-    temps = temperatures(store, [model], calibrated=calibrated, split=split)
-    codes = _Codes(store, split, [model], temps, cache=False)
-    src = ModelSource(store.array(model, split, codes.kind(model)), temps[model], codes.kind(model), model)
-    return codes._deps(model, model)["a"], summary(prepare(src, codes.labels))
+    t = temperatures(store, [model], calibrated=calibrated, split=split)[model]
+    src = model_source(store, split, model, t)
+    return model_key(store, split, model, t), summary(prepare(src, store.split(split).labels))
 
 
 def pairs_from_counts(table: pd.DataFrame, *, n_boot: int = N_BOOT, level: float = CI_LEVEL,
